@@ -1,0 +1,1 @@
+"""Ray actors: provider actors, coordinator actors and the batch driver."""

@@ -1,0 +1,170 @@
+"""The provider actor: one per configured provider, named after it, shared by every caller.
+
+Because the actor is found by name in the `orchestray` namespace, every batch worker and every
+Serve replica in the cluster goes through the same rate limiter for a given provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import AsyncIterator
+
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
+
+from orchestray.backends import make_backend
+from orchestray.config import ProviderConfig
+from orchestray.errors import ProviderUnavailableError
+from orchestray.messages import ChatRequest, Chunk, Completion
+from orchestray.provider import Provider, ProviderStats
+
+__all__ = ["ProviderActor", "ProviderHandle", "Secret", "NAMESPACE", "provider_handle"]
+
+NAMESPACE = "orchestray"
+# Waiting callers occupy actor concurrency slots while they queue at the limiter.
+_MAX_CONCURRENCY = 10_000
+
+
+class Secret:
+    """An API key on its way to an actor; never printed, never in a repr or a log line."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret(***)"
+
+
+def _api_key(config: ProviderConfig, secret: Secret | None) -> str | None:
+    # The actor's own environment first (keys set on the cluster), then what the creator sent.
+    if config.api_key_env and os.environ.get(config.api_key_env):
+        return os.environ[config.api_key_env]
+    return secret.reveal() if secret is not None else None
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0, max_concurrency=_MAX_CONCURRENCY)
+class ProviderActor:
+    """A thin shell around `orchestray.provider.Provider`."""
+
+    def __init__(self, config_json: str, secret: Secret | None = None):
+        from orchestray.actors.metrics import RayProviderMetrics
+
+        self._metrics = RayProviderMetrics()
+        self._provider = self._build(config_json, secret)
+
+    def _build(self, config_json: str, secret: Secret | None) -> Provider:
+        config = ProviderConfig.model_validate_json(config_json)
+        return Provider(config, make_backend(config, _api_key(config, secret)), metrics=self._metrics)
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        return await self._provider.complete(request)
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        async for chunk in self._provider.stream(request):
+            yield chunk
+
+    def stats(self) -> ProviderStats:
+        return self._provider.snapshot()
+
+    def latency_quantile(self, q: float) -> float | None:
+        return self._provider.latencies.quantile(q)
+
+    def fingerprint(self) -> str:
+        return self._provider.config.fingerprint()
+
+    async def reconfigure(self, config_json: str, secret: Secret | None = None) -> None:
+        old = self._provider
+        self._provider = self._build(config_json, secret)
+        await old.close()
+
+    def ping(self) -> str:
+        return self._provider.name
+
+
+_ACTOR_GONE = (ActorDiedError, ActorUnavailableError, RayActorError)
+# A crashed provider actor restarts by itself; calls caught in the crash are tried again this
+# many times, then fail as an unavailable provider (so coordinators can fall back).
+_RESTART_RETRIES = 2
+_RESTART_WAIT_S = 0.5
+
+
+class ProviderHandle:
+    """What callers hold: `complete` and `stream` on a provider actor, with Ray's errors unwrapped.
+
+    Picklable, so coordinators and Serve replicas receive it as an argument. Cancelling the
+    awaiting task cancels the call in the actor, which aborts its HTTP request and frees its
+    concurrency slot and unused token budget.
+    """
+
+    def __init__(self, name: str, actor):
+        self.name = name
+        self.actor = actor
+
+    def __repr__(self) -> str:
+        return f"ProviderHandle({self.name!r})"
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        for attempt in range(_RESTART_RETRIES + 1):
+            ref = self.actor.complete.remote(request)
+            try:
+                return await ref
+            except asyncio.CancelledError:
+                ray.cancel(ref)
+                raise
+            except RayTaskError as err:
+                raise _cause(err) from None
+            except _ACTOR_GONE as err:
+                if attempt == _RESTART_RETRIES:
+                    raise ProviderUnavailableError(
+                        f"provider actor is not answering ({type(err).__name__})", provider=self.name
+                    ) from None
+                await asyncio.sleep(_RESTART_WAIT_S * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        refs = self.actor.stream.remote(request)
+        try:
+            async for ref in refs:
+                yield await ref
+        except RayTaskError as err:
+            raise _cause(err) from None
+        except _ACTOR_GONE as err:
+            raise ProviderUnavailableError(
+                f"provider actor stopped mid-stream ({type(err).__name__})", provider=self.name
+            ) from None
+        except (asyncio.CancelledError, GeneratorExit):
+            ray.cancel(refs)
+            raise
+
+    async def stats(self) -> ProviderStats:
+        return await self.actor.stats.remote()
+
+    async def latency_quantile(self, q: float) -> float | None:
+        return await self.actor.latency_quantile.remote(q)
+
+
+def _cause(err: RayTaskError) -> BaseException:
+    cause = getattr(err, "cause", None)
+    return cause if isinstance(cause, BaseException) else ProviderUnavailableError(str(err))
+
+
+def provider_handle(config: ProviderConfig) -> ProviderHandle:
+    """Find the provider's actor in the cluster, or create it; reconfigure it if its config changed.
+
+    Detached: the actor outlives the job or replica that made it, so every later caller shares
+    its limiter. Needs `ray.init` first.
+    """
+    key = os.environ.get(config.api_key_env) if config.api_key_env else None
+    secret = Secret(key) if key else None
+    actor = ProviderActor.options(
+        name=config.name, namespace=NAMESPACE, get_if_exists=True, lifetime="detached"
+    ).remote(config.model_dump_json(), secret)
+    if ray.get(actor.fingerprint.remote()) != config.fingerprint():
+        ray.get(actor.reconfigure.remote(config.model_dump_json(), secret))
+    return ProviderHandle(config.name, actor)

@@ -1,0 +1,1 @@
+"""orchestray: an actor-model runtime for coordinating many LLMs on Ray."""

@@ -1,0 +1,40 @@
+"""Backends: the one seam between a provider and the model behind it.
+
+A backend has `complete(request) -> Reply` and `stream(request)`, an async iterator of text
+deltas (str) ending with one `Reply`. The OpenAI wire format serves OpenAI and every
+OpenAI-compatible server (by `base_url`); Anthropic has its own; the simulated backend answers
+in-process. Backends raise only `orchestray.errors` exceptions and never retry: the provider's
+single retry loop does.
+"""
+
+from __future__ import annotations
+
+from typing import AsyncIterator, Protocol
+
+from orchestray.backends._reply import Quota, Reply
+from orchestray.config import ProviderConfig
+from orchestray.messages import ChatRequest
+
+__all__ = ["Backend", "Reply", "Quota", "make_backend"]
+
+
+class Backend(Protocol):
+    async def complete(self, request: ChatRequest) -> Reply: ...
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[str | Reply]: ...
+
+    async def close(self) -> None: ...
+
+
+def make_backend(config: ProviderConfig, api_key: str | None) -> Backend:
+    if config.kind == "openai":
+        from orchestray.backends.openai_wire import OpenAIBackend
+
+        return OpenAIBackend(config, api_key)
+    if config.kind == "anthropic":
+        from orchestray.backends.anthropic_wire import AnthropicBackend
+
+        return AnthropicBackend(config, api_key)
+    from orchestray.backends.simulated import SimulatedBackend
+
+    return SimulatedBackend(config)

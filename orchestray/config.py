@@ -1,0 +1,352 @@
+"""The YAML configuration: providers, routes and deployment settings, validated by pydantic.
+
+Errors name the file and the field (`orchestray.yaml: providers[1].limits.rpm: ...`). With no
+file, the embedded default applies: simulated providers only, so everything runs with no key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal, Mapping, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from orchestray.errors import ConfigError
+from orchestray.policies.ratelimit import Limits
+
+__all__ = [
+    "Config",
+    "ProviderConfig",
+    "LimitsConfig",
+    "PriceConfig",
+    "SimulatedConfig",
+    "load_config",
+    "default_config",
+    "parse_config",
+]
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LimitsConfig(_Strict):
+    rpm: float | None = Field(default=None, gt=0, description="requests per minute")
+    tpm: float | None = Field(default=None, gt=0, description="tokens per minute")
+    max_concurrency: int | None = Field(default=None, gt=0)
+    burst_s: float = Field(default=0.25, gt=0, le=60, description="seconds of quota sent at once")
+    headroom: float = Field(default=0.99, gt=0, le=1, description="fraction of the limit aimed at")
+
+    def to_limits(self) -> Limits:
+        return Limits(
+            rpm=self.rpm,
+            tpm=self.tpm,
+            max_concurrency=self.max_concurrency,
+            burst_s=self.burst_s,
+            headroom=self.headroom,
+        )
+
+
+class PriceConfig(_Strict):
+    input_per_1k: float = Field(default=0.0, ge=0)
+    output_per_1k: float = Field(default=0.0, ge=0)
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.input_per_1k + output_tokens * self.output_per_1k) / 1000.0
+
+
+class SimulatedConfig(_Strict):
+    accuracy: float = Field(default=0.8, ge=0, le=1)
+    latency_ms: float = Field(default=200.0, ge=0)
+    latency_sigma: float = Field(default=0.5, ge=0)
+    ms_per_output_token: float = Field(default=0.0, ge=0)
+    seed: int = 0
+
+
+class CircuitConfig(_Strict):
+    failure_threshold: int = Field(default=5, gt=0)
+    cooldown_s: float = Field(default=10.0, ge=0)
+
+
+_DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+
+
+class ProviderConfig(_Strict):
+    name: str = Field(pattern=_NAME)
+    kind: Literal["openai", "anthropic", "simulated"]
+    model: str = ""
+    base_url: str | None = None
+    api_key_env: str | None = None
+    limits: LimitsConfig = LimitsConfig()
+    price: PriceConfig = PriceConfig()
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=4, ge=0, le=20)
+    circuit: CircuitConfig = CircuitConfig()
+    simulated: SimulatedConfig | None = None
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> "ProviderConfig":
+        if self.simulated is not None and self.kind != "simulated":
+            raise ValueError("`simulated` settings are only for kind: simulated")
+        updates: dict[str, Any] = {}
+        if not self.model:
+            updates["model"] = self.name
+        # OpenAI-compatible servers (vLLM, Ollama) often need no key; the hosted APIs always do.
+        if self.api_key_env is None and self.kind in _DEFAULT_KEY_ENV and self.base_url is None:
+            updates["api_key_env"] = _DEFAULT_KEY_ENV[self.kind]
+        if self.kind == "simulated" and self.simulated is None:
+            updates["simulated"] = SimulatedConfig()
+        return self.model_copy(update=updates) if updates else self
+
+    def fingerprint(self) -> str:
+        """Changes whenever anything about the provider changes (used to reconfigure actors)."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+
+# Routes: one model per pattern, told apart by `pattern`.
+
+
+class _Route(_Strict):
+    description: str = ""
+
+
+class RaceRoute(_Route):
+    pattern: Literal["race"]
+    providers: list[str] = Field(min_length=1)
+    hedge_after_ms: float | Literal["p95"] | None = None
+
+
+class EnsembleRoute(_Route):
+    pattern: Literal["ensemble"]
+    providers: list[str] = Field(min_length=1)
+    samples: int = Field(default=1, gt=0, le=64, description="calls per provider")
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    vote: Literal["majority", "weighted", "judge", "aggregate"] = "majority"
+    tie: Literal["first", "lowest_cost", "abstain"] = "first"
+    weights: dict[str, float] = {}
+    judge: str | None = None
+    extract: Literal["answer", "number", "choice", "text", "json", "regex"] = "answer"
+    pattern_regex: str | None = None
+    json_field: str | None = None
+    quorum: int | None = Field(default=None, gt=0)
+
+
+class CascadeRoute(_Route):
+    pattern: Literal["cascade"]
+    providers: list[str] = Field(min_length=1)
+    accept: Literal["confidence", "agreement", "judge"] = "confidence"
+    threshold: float = Field(default=0.8, ge=0, le=1)
+    samples: int = Field(default=3, gt=0, le=16, description="k for agreement")
+    judge: str | None = None
+
+
+class TreeOfThoughtRoute(_Route):
+    pattern: Literal["tree_of_thought"]
+    providers: list[str] = Field(min_length=1)
+    task: Literal["game24"] = "game24"
+    breadth: int = Field(default=5, gt=0, le=64)
+    depth: int = Field(default=3, gt=0, le=16)
+    evaluations: int = Field(default=3, gt=0, le=16)
+    max_calls: int | None = Field(default=None, gt=0)
+    max_tokens: int | None = Field(default=None, gt=0)
+    max_cost: float | None = Field(default=None, gt=0)
+
+
+class RoutingRoute(_Route):
+    pattern: Literal["route"]
+    rules: list[dict[str, Any]] = []
+    default: str
+
+
+class FallbackRoute(_Route):
+    pattern: Literal["fallback"]
+    providers: list[str] = Field(min_length=1)
+
+
+class PipelineRoute(_Route):
+    pattern: Literal["pipeline"]
+    steps: list[dict[str, Any]] = Field(min_length=1)
+    on_error: Literal["fail_fast", "continue"] = "fail_fast"
+
+
+Route = Annotated[
+    Union[RaceRoute, EnsembleRoute, CascadeRoute, TreeOfThoughtRoute, RoutingRoute, FallbackRoute, PipelineRoute],
+    Field(discriminator="pattern"),
+]
+
+
+def route_targets(route: Any) -> list[tuple[str, str]]:
+    """Every (field path, name) a route sends calls to, for reference checking."""
+    found: list[tuple[str, str]] = []
+    for i, name in enumerate(getattr(route, "providers", []) or []):
+        found.append((f"providers[{i}]", name))
+    for field in ("judge", "default"):
+        value = getattr(route, field, None)
+        if value:
+            found.append((field, value))
+    for i, rule in enumerate(getattr(route, "rules", []) or []):
+        if isinstance(rule.get("to"), str):
+            found.append((f"rules[{i}].to", rule["to"]))
+    for i, step in enumerate(getattr(route, "steps", []) or []):
+        if isinstance(step.get("model"), str):
+            found.append((f"steps[{i}].model", step["model"]))
+    return found
+
+
+class ServeConfig(_Strict):
+    """Ray Serve deployment settings for the HTTP application."""
+
+    num_replicas: int | Literal["auto"] = 1
+    max_ongoing_requests: int = Field(default=256, gt=0)
+    autoscaling_config: dict[str, Any] | None = None
+    api_keys_env: str | None = "ORCHESTRAY_API_KEYS"
+    requests_per_minute_per_key: float | None = Field(default=None, gt=0)
+    spend_per_hour_per_key: float | None = Field(default=None, gt=0)
+    max_body_bytes: int = Field(default=1_000_000, gt=0)
+
+
+class BatchConfig(_Strict):
+    max_in_flight: int = Field(default=512, gt=0, description="requests in flight at once")
+
+
+class Config(_Strict):
+    providers: list[ProviderConfig] = Field(min_length=1)
+    routes: dict[str, Route] = {}
+    serve: ServeConfig = ServeConfig()
+    batch: BatchConfig = BatchConfig()
+
+    @field_validator("routes")
+    @classmethod
+    def _route_names(cls, routes: dict[str, Any]) -> dict[str, Any]:
+        import re
+
+        for name in routes:
+            if not re.match(_NAME, name):
+                raise ValueError(f"route name {name!r} must be letters, digits and ._:/-")
+        return routes
+
+    @model_validator(mode="after")
+    def _references(self) -> "Config":
+        names = [p.name for p in self.providers]
+        seen: set[str] = set()
+        for i, name in enumerate(names):
+            if name in seen:
+                raise _FieldError(f"providers[{i}].name", f"duplicate provider name {name!r}")
+            seen.add(name)
+        for route_name, route in self.routes.items():
+            if route_name in seen:
+                raise _FieldError(f"routes.{route_name}", "a route cannot share a provider's name")
+            for field, target in route_targets(route):
+                if target not in seen and target not in self.routes:
+                    raise _FieldError(
+                        f"routes.{route_name}.{field}",
+                        f"{target!r} names no provider or route (providers: {', '.join(names)})",
+                    )
+        for route_name in self.routes:
+            self._check_cycle(route_name, [])
+        return self
+
+    def _check_cycle(self, name: str, path: list[str]) -> None:
+        if name in path:
+            raise _FieldError(f"routes.{path[0]}", f"routes call each other in a loop: {' -> '.join(path + [name])}")
+        route = self.routes.get(name)
+        if route is None:
+            return
+        for _, target in route_targets(route):
+            self._check_cycle(target, path + [name])
+
+    # Lookups used everywhere else.
+
+    def provider(self, name: str) -> ProviderConfig:
+        for p in self.providers:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def model_names(self) -> list[str]:
+        return [p.name for p in self.providers] + list(self.routes)
+
+    def has_model(self, name: str) -> bool:
+        return name in self.routes or any(p.name == name for p in self.providers)
+
+
+class _FieldError(ValueError):
+    """A cross-field error that knows which field it is about."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def _format_location(loc: tuple[Any, ...], data: Any) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif item in {"race", "ensemble", "cascade", "tree_of_thought", "route", "fallback", "pipeline"} and parts:
+            continue  # the discriminator's tag adds nothing for the reader
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "(top level)"
+
+
+def parse_config(data: Any, source: str = "<config>", environ: Mapping[str, str] | None = None) -> Config:
+    """Validate a parsed YAML document. `environ` given: also require real providers' keys."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping with `providers:` (got {type(data).__name__})")
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            ctx_error = (e.get("ctx") or {}).get("error")
+            if isinstance(ctx_error, _FieldError):
+                lines.append(f"{source}: {ctx_error.field}: {ctx_error.message}")
+                continue
+            message = e["msg"]
+            if e["type"] == "extra_forbidden":
+                message = "unknown field"
+            elif e["type"] == "literal_error" and e["loc"] and e["loc"][-1] == "kind":
+                message = f"unknown provider kind {e.get('input')!r}; use openai, anthropic or simulated"
+            elif e["type"] == "union_tag_invalid":
+                message = f"unknown pattern {e.get('input', {}).get('pattern') if isinstance(e.get('input'), dict) else ''!r}; use race, ensemble, cascade, tree_of_thought, route, fallback or pipeline"
+            lines.append(f"{source}: {_format_location(e['loc'], data)}: {message}")
+        raise ConfigError("\n".join(lines)) from None
+    if environ is not None:
+        for i, p in enumerate(config.providers):
+            if p.api_key_env and not environ.get(p.api_key_env):
+                raise ConfigError(
+                    f"{source}: providers[{i}].api_key_env: environment variable {p.api_key_env} is not set "
+                    f"(provider {p.name!r}, kind {p.kind})"
+                )
+    return config
+
+
+def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Load `path`, or the embedded default when it is None."""
+    if path is None:
+        return default_config()
+    file = Path(path)
+    try:
+        text = file.read_text()
+    except OSError as err:
+        raise ConfigError(f"{file}: cannot read the config file ({err.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{file}: not valid YAML: {err}") from None
+    return parse_config(data, str(file), environ)
+
+
+def default_config() -> Config:
+    text = resources.files("orchestray").joinpath("default_config.yaml").read_text()
+    return parse_config(yaml.safe_load(text), "<embedded default>")

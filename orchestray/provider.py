@@ -1,0 +1,383 @@
+"""A provider: one model endpoint behind its rate limiter, retry loop and circuit breaker.
+
+This is the logic a provider actor runs. It takes its backend, clock and sleep as arguments, so
+the same code runs in a unit test with a fake clock and in a Ray actor with the real one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections import deque
+from typing import AsyncIterator, Awaitable, Callable, Protocol
+
+import msgspec
+import tenacity
+
+from orchestray.backends import Backend, Reply
+from orchestray.config import ProviderConfig
+from orchestray.errors import (
+    CircuitOpenError,
+    OrchestrayError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+    RateLimitedError,
+)
+from orchestray.messages import ChatRequest, Chunk, Completion, Span, estimate_tokens
+from orchestray.policies.circuit import CircuitBreaker
+from orchestray.policies.ratelimit import Permit, RateLimiter
+from orchestray.policies.retry import RetryPolicy
+
+__all__ = ["Provider", "AdmissionGate", "ProviderStats", "ProviderMetrics", "DEFAULT_OUTPUT_BUDGET"]
+
+# Tokens budgeted for an answer when the request sets no max_tokens (what providers assume too).
+DEFAULT_OUTPUT_BUDGET = 256
+
+
+class ProviderMetrics(Protocol):
+    """Where a provider reports each call; the actor plugs Ray metrics in, tests a recorder."""
+
+    def call(self, provider: str, outcome: str, latency_s: float, input_tokens: int, output_tokens: int, cost: float) -> None: ...
+
+    def rate_limited(self, provider: str) -> None: ...
+
+    def retried(self, provider: str) -> None: ...
+
+
+class _NoMetrics:
+    def call(self, *args) -> None:
+        pass
+
+    def rate_limited(self, provider: str) -> None:
+        pass
+
+    def retried(self, provider: str) -> None:
+        pass
+
+
+class ProviderStats(msgspec.Struct, kw_only=True):
+    name: str
+    requests: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    rate_limited: int = 0
+    retries: int = 0
+    timeouts: int = 0
+    in_flight: int = 0
+    waiting: int = 0
+    latency_p50_s: float | None = None
+    latency_p95_s: float | None = None
+    latency_p99_s: float | None = None
+    circuit: str = "closed"
+
+
+class AdmissionGate:
+    """Lets calls through a `RateLimiter` in the order they arrived.
+
+    asyncio.Lock wakes its waiters first-in first-out, so only the head of the line consults
+    the limiter, sleeping until its turn; everyone behind it keeps their place.
+    """
+
+    def __init__(self, limiter: RateLimiter, clock: Callable[[], float], sleep: Callable[[float], Awaitable[None]]):
+        self.limiter = limiter
+        self._clock = clock
+        self._sleep = sleep
+        self._line = asyncio.Lock()
+        self._released = asyncio.Event()
+        self.waiting = 0
+
+    async def acquire(self, tokens: int) -> Permit:
+        self.waiting += 1
+        try:
+            async with self._line:
+                while True:
+                    now = self._clock()
+                    wait = self.limiter.delay(tokens, now)
+                    if wait <= 0:
+                        return self.limiter.admit(tokens, now)
+                    if math.isinf(wait):
+                        self._released.clear()
+                        await self._released.wait()
+                    else:
+                        await self._sleep(wait)
+        finally:
+            self.waiting -= 1
+
+    def release(self, permit: Permit, used_tokens: int | None) -> None:
+        self.limiter.release(permit, used_tokens, self._clock())
+        self._released.set()
+
+
+class _Latencies:
+    """The latest call latencies, for percentiles (stats, and the hedging delay of a race)."""
+
+    def __init__(self, keep: int = 4096):
+        self._values: deque[float] = deque(maxlen=keep)
+        self._sorted: list[float] | None = None
+
+    def add(self, value: float) -> None:
+        self._values.append(value)
+        self._sorted = None
+
+    def quantile(self, q: float) -> float | None:
+        if not self._values:
+            return None
+        if self._sorted is None:
+            self._sorted = sorted(self._values)
+        index = min(len(self._sorted) - 1, max(0, math.ceil(q * len(self._sorted)) - 1))
+        return self._sorted[index]
+
+
+class Provider:
+    def __init__(
+        self,
+        config: ProviderConfig,
+        backend: Backend,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        metrics: ProviderMetrics | None = None,
+        rng: random.Random | None = None,
+    ):
+        self.config = config
+        self.name = config.name
+        self.backend = backend
+        self._clock = clock
+        self._sleep = sleep
+        self._metrics = metrics or _NoMetrics()
+        self._rng = rng or random.Random()
+        self.limiter = RateLimiter(config.limits.to_limits(), clock())
+        self.gate = AdmissionGate(self.limiter, clock, sleep)
+        self.retry = RetryPolicy(max_retries=config.max_retries)
+        self.circuit = CircuitBreaker(config.circuit.failure_threshold, config.circuit.cooldown_s)
+        self.stats = ProviderStats(name=config.name)
+        self.latencies = _Latencies()
+
+    # The budget a call holds in the token bucket until its real usage is known.
+    def budget(self, request: ChatRequest) -> tuple[int, int]:
+        prompt = estimate_tokens(request.prompt_text())
+        return prompt, prompt + (request.max_tokens or DEFAULT_OUTPUT_BUDGET)
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        prompt_tokens, budget = self.budget(request)
+        self.limiter.validate(budget)
+        self.stats.requests += 1
+        started = self._clock()
+        attempts = 0
+
+        async def attempt() -> Reply:
+            nonlocal attempts
+            attempts += 1
+            return await self._attempt(request, prompt_tokens, budget)
+
+        try:
+            reply = await self._with_retries(request, attempt)
+        except BaseException as err:
+            self._fail(err, started, attempts)
+            raise
+        return self._succeed(reply, started, attempts)
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        """Chunks of text, then one chunk with `done=True` and the whole completion.
+
+        Retries happen only until the first piece arrives: a half-sent answer cannot be retried.
+        """
+        prompt_tokens, budget = self.budget(request)
+        self.limiter.validate(budget)
+        self.stats.requests += 1
+        started = self._clock()
+        attempts = 0
+
+        async def open_stream():
+            nonlocal attempts
+            attempts += 1
+            return await self._open_stream(request, prompt_tokens, budget)
+
+        try:
+            permit, pieces, first = await self._with_retries(request, open_stream)
+        except BaseException as err:
+            self._fail(err, started, attempts)
+            raise
+        used: int | None = prompt_tokens
+        timeout = request.timeout_s or self.config.timeout_s
+        try:
+            item = first
+            while not isinstance(item, Reply):
+                yield Chunk(delta=item)
+                item = await self._guard(anext(pieces), timeout)
+            used = item.input_tokens + item.output_tokens
+            yield Chunk(done=True, completion=self._succeed(item, started, attempts))
+        except (asyncio.CancelledError, GeneratorExit) as err:
+            self._fail(err, started, attempts)  # the caller stopped listening: a cancel
+            raise
+        except BaseException as err:
+            self._record_failure(err)
+            self._fail(err, started, attempts)
+            raise
+        finally:
+            self.gate.release(permit, used)
+            await pieces.aclose()
+
+    async def _with_retries(self, request: ChatRequest, attempt: Callable[[], Awaitable]):
+        retrying = tenacity.AsyncRetrying(
+            sleep=self._sleep,
+            before_sleep=self._on_retry,
+            **self.retry.tenacity_kwargs(request.max_retries, self._rng),
+        )
+        async for try_ in retrying:
+            with try_:
+                return await attempt()
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    def _on_retry(self, state: tenacity.RetryCallState) -> None:
+        self.stats.retries += 1
+        self._metrics.retried(self.name)
+
+    def _check_circuit(self) -> None:
+        wait = self.circuit.retry_after(self._clock())
+        if wait > 0:
+            raise CircuitOpenError(
+                f"cooling down after {self.circuit.failures} failures in a row; next try in {wait:.1f}s",
+                provider=self.name,
+                retry_after=wait,
+            )
+
+    async def _attempt(self, request: ChatRequest, prompt_tokens: int, budget: int) -> Reply:
+        self._check_circuit()
+        permit = await self.gate.acquire(budget)
+        used: int | None = None
+        try:
+            reply = await self._guard(self.backend.complete(request), request.timeout_s or self.config.timeout_s)
+            used = reply.input_tokens + reply.output_tokens
+            self._after_reply(reply)
+            return reply
+        except asyncio.CancelledError:
+            used = prompt_tokens  # aborted before any answer: give back the answer's budget
+            raise
+        except BaseException as err:
+            self._record_failure(err)
+            raise
+        finally:
+            self.gate.release(permit, used)
+
+    async def _open_stream(self, request: ChatRequest, prompt_tokens: int, budget: int):
+        self._check_circuit()
+        permit = await self.gate.acquire(budget)
+        pieces = aiter(self.backend.stream(request))
+        try:
+            first = await self._guard(anext(pieces), request.timeout_s or self.config.timeout_s)
+        except asyncio.CancelledError:
+            self.gate.release(permit, prompt_tokens)
+            await pieces.aclose()
+            raise
+        except BaseException as err:
+            self._record_failure(err)
+            self.gate.release(permit, None)
+            await pieces.aclose()
+            raise
+        return permit, pieces, first
+
+    async def _guard(self, awaitable: Awaitable, timeout_s: float):
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await awaitable
+        except TimeoutError:
+            raise ProviderTimeoutError(f"no answer within {timeout_s:g}s", provider=self.name) from None
+        except StopAsyncIteration:
+            raise ProviderUnavailableError("the stream ended without a final usage report", provider=self.name) from None
+
+    def _after_reply(self, reply: Reply) -> None:
+        self.circuit.record_success()
+        quota = reply.quota
+        if quota is not None:
+            now = self._clock()
+            self.limiter.on_quota(quota.remaining_requests, quota.reset_requests_s, now)
+            self.limiter.on_quota(quota.remaining_tokens, quota.reset_tokens_s, now)
+
+    def _record_failure(self, err: BaseException) -> None:
+        now = self._clock()
+        if isinstance(err, RateLimitedError):
+            self.stats.rate_limited += 1
+            self._metrics.rate_limited(self.name)
+            self.limiter.on_rate_limited(err.retry_after, now)
+        elif isinstance(err, ProviderTimeoutError):
+            self.stats.timeouts += 1
+            self.circuit.record_failure(now)
+        elif isinstance(err, ProviderUnavailableError) and not isinstance(err, CircuitOpenError):
+            self.circuit.record_failure(now)
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return self.config.price.cost(input_tokens, output_tokens)
+
+    def _succeed(self, reply: Reply, started: float, attempts: int) -> Completion:
+        latency = self._clock() - started
+        cost = self.cost(reply.input_tokens, reply.output_tokens)
+        stats = self.stats
+        stats.succeeded += 1
+        stats.input_tokens += reply.input_tokens
+        stats.output_tokens += reply.output_tokens
+        stats.cost += cost
+        self.latencies.add(latency)
+        self._metrics.call(self.name, "ok", latency, reply.input_tokens, reply.output_tokens, cost)
+        span = Span(
+            name=self.name,
+            model=reply.model or self.config.model,
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
+            latency_s=latency,
+            cost=cost,
+            retries=max(0, attempts - 1),
+        )
+        return Completion(
+            content=reply.text,
+            model=reply.model or self.config.model,
+            provider=self.name,
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
+            latency_s=latency,
+            cost=cost,
+            finish_reason=reply.finish_reason,
+            trace=span,
+        )
+
+    def _fail(self, err: BaseException, started: float, attempts: int) -> None:
+        latency = self._clock() - started
+        cancelled = isinstance(err, (asyncio.CancelledError, GeneratorExit))
+        if cancelled:
+            self.stats.cancelled += 1
+        else:
+            self.stats.failed += 1
+        outcome = "cancelled" if cancelled else "error"
+        self._metrics.call(self.name, outcome, latency, 0, 0, 0.0)
+        if isinstance(err, OrchestrayError):
+            # Coordinators put the failed call in their trace too.
+            err.span = Span(
+                name=self.name,
+                model=self.config.model,
+                outcome=outcome,
+                latency_s=latency,
+                retries=max(0, attempts - 1),
+                error=str(err),
+            )
+
+    def snapshot(self) -> ProviderStats:
+        stats = msgspec.structs.replace(
+            self.stats,
+            in_flight=self.limiter.in_flight,
+            waiting=self.gate.waiting,
+            latency_p50_s=self.latencies.quantile(0.5),
+            latency_p95_s=self.latencies.quantile(0.95),
+            latency_p99_s=self.latencies.quantile(0.99),
+            circuit=self.circuit.state,
+        )
+        return stats
+
+    async def close(self) -> None:
+        await self.backend.close()
+
