@@ -90,19 +90,23 @@ class ProviderConfig(_Strict):
     circuit: CircuitConfig = CircuitConfig()
     simulated: SimulatedConfig | None = None
 
-    @model_validator(mode="after")
-    def _fill_defaults(self) -> "ProviderConfig":
-        if self.simulated is not None and self.kind != "simulated":
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        kind = data.get("kind")
+        if data.get("simulated") is not None and kind != "simulated":
             raise ValueError("`simulated` settings are only for kind: simulated")
-        updates: dict[str, Any] = {}
-        if not self.model:
-            updates["model"] = self.name
+        if not data.get("model") and isinstance(data.get("name"), str):
+            data["model"] = data["name"]
         # OpenAI-compatible servers (vLLM, Ollama) often need no key; the hosted APIs always do.
-        if self.api_key_env is None and self.kind in _DEFAULT_KEY_ENV and self.base_url is None:
-            updates["api_key_env"] = _DEFAULT_KEY_ENV[self.kind]
-        if self.kind == "simulated" and self.simulated is None:
-            updates["simulated"] = SimulatedConfig()
-        return self.model_copy(update=updates) if updates else self
+        if data.get("api_key_env") is None and kind in _DEFAULT_KEY_ENV and data.get("base_url") is None:
+            data["api_key_env"] = _DEFAULT_KEY_ENV[kind]
+        if kind == "simulated" and data.get("simulated") is None:
+            data["simulated"] = {}
+        return data
 
     def fingerprint(self) -> str:
         """Changes whenever anything about the provider changes (used to reconfigure actors)."""
