@@ -62,7 +62,7 @@ class AnthropicBackend:
     async def complete(self, request: ChatRequest) -> Reply:
         try:
             raw = await self._client.messages.with_raw_response.create(**self._params(request))
-            message = raw.parse()
+            message = await raw.parse()
         except anthropic.AnthropicError as err:
             raise from_sdk_error(err, anthropic, self.name, self._secrets) from None
         text = "".join(block.text for block in message.content if getattr(block, "type", "") == "text")
