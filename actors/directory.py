@@ -1,39 +1,37 @@
-"""Names to callables: every provider and route of a config as something with `complete`/`stream`."""
+"""Names to models: every provider and route of a config as something with `complete`/`stream`."""
 
 from __future__ import annotations
 
 from orchestray.config import Config
 from orchestray.errors import UnknownModelError
 
-from orchestray.actors.provider import ProviderHandle, provider_handle
+from orchestray.actors.provider import ModelHandle, provider_handle
 
 __all__ = ["ModelDirectory"]
 
 
 class ModelDirectory:
-    """Finds or creates the provider actors (and coordinator actors for routes) on first use."""
+    """Finds or creates the provider actors and route (coordinator) actors on first use."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, ensure_config: bool = True):
         self.config = config
-        self._handles: dict[str, object] = {}
+        self.ensure_config = ensure_config
+        self._handles: dict[str, ModelHandle] = {}
 
     def knows(self, name: str) -> bool:
         return self.config.has_model(name)
 
-    def get(self, name: str):
+    def get(self, name: str) -> ModelHandle:
         handle = self._handles.get(name)
         if handle is None:
             handle = self._handles[name] = self._make(name)
         return handle
 
-    def _make(self, name: str):
+    def _make(self, name: str) -> ModelHandle:
         if name in self.config.routes:
             from orchestray.actors.coordinators import route_handle
 
-            return route_handle(name, self.config, self)
+            return route_handle(name, self.config, self.ensure_config)
         if not self.config.has_model(name):
             raise UnknownModelError(name, self.config.model_names())
-        return provider_handle(self.config.provider(name))
-
-    def providers(self) -> dict[str, ProviderHandle]:
-        return {p.name: self.get(p.name) for p in self.config.providers}
+        return provider_handle(self.config.provider(name), self.ensure_config)

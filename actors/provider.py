@@ -19,7 +19,7 @@ from orchestray.errors import ProviderUnavailableError
 from orchestray.messages import ChatRequest, Chunk, Completion
 from orchestray.provider import Provider, ProviderStats
 
-__all__ = ["ProviderActor", "ProviderHandle", "Secret", "NAMESPACE", "provider_handle"]
+__all__ = ["ProviderActor", "ModelHandle", "ProviderHandle", "Secret", "NAMESPACE", "provider_handle"]
 
 NAMESPACE = "orchestray"
 # Waiting callers occupy actor concurrency slots while they queue at the limiter.
@@ -72,8 +72,8 @@ class ProviderActor:
     def stats(self) -> ProviderStats:
         return self._provider.snapshot()
 
-    def latency_quantile(self, q: float) -> float | None:
-        return self._provider.latencies.quantile(q)
+    def latency_quantile(self, q: float, min_samples: int = 1) -> float | None:
+        return self._provider.latencies.quantile(q, min_samples)
 
     def fingerprint(self) -> str:
         return self._provider.config.fingerprint()
@@ -94,8 +94,9 @@ _RESTART_RETRIES = 2
 _RESTART_WAIT_S = 0.5
 
 
-class ProviderHandle:
-    """What callers hold: `complete` and `stream` on a provider actor, with Ray's errors unwrapped.
+class ModelHandle:
+    """What callers hold: `complete` and `stream` on a provider or coordinator actor, with Ray's
+    errors unwrapped into orchestray's.
 
     Picklable, so coordinators and Serve replicas receive it as an argument. Cancelling the
     awaiting task cancels the call in the actor, which aborts its HTTP request and frees its
@@ -107,7 +108,7 @@ class ProviderHandle:
         self.actor = actor
 
     def __repr__(self) -> str:
-        return f"ProviderHandle({self.name!r})"
+        return f"{type(self).__name__}({self.name!r})"
 
     async def complete(self, request: ChatRequest) -> Completion:
         for attempt in range(_RESTART_RETRIES + 1):
@@ -142,11 +143,14 @@ class ProviderHandle:
             ray.cancel(refs)
             raise
 
+class ProviderHandle(ModelHandle):
+    """A provider actor's handle: also its running stats and latency percentiles."""
+
     async def stats(self) -> ProviderStats:
         return await self.actor.stats.remote()
 
-    async def latency_quantile(self, q: float) -> float | None:
-        return await self.actor.latency_quantile.remote(q)
+    async def latency_quantile(self, q: float, min_samples: int = 1) -> float | None:
+        return await self.actor.latency_quantile.remote(q, min_samples)
 
 
 def _cause(err: RayTaskError) -> BaseException:
@@ -154,17 +158,18 @@ def _cause(err: RayTaskError) -> BaseException:
     return cause if isinstance(cause, BaseException) else ProviderUnavailableError(str(err))
 
 
-def provider_handle(config: ProviderConfig) -> ProviderHandle:
+def provider_handle(config: ProviderConfig, ensure_config: bool = True) -> ProviderHandle:
     """Find the provider's actor in the cluster, or create it; reconfigure it if its config changed.
 
     Detached: the actor outlives the job or replica that made it, so every later caller shares
-    its limiter. Needs `ray.init` first.
+    its limiter. Needs `ray.init` first. Inside an actor's event loop pass `ensure_config=False`
+    (no blocking call): whoever built that actor already ensured the providers' configs.
     """
     key = os.environ.get(config.api_key_env) if config.api_key_env else None
     secret = Secret(key) if key else None
     actor = ProviderActor.options(
         name=config.name, namespace=NAMESPACE, get_if_exists=True, lifetime="detached"
     ).remote(config.model_dump_json(), secret)
-    if ray.get(actor.fingerprint.remote()) != config.fingerprint():
+    if ensure_config and ray.get(actor.fingerprint.remote()) != config.fingerprint():
         ray.get(actor.reconfigure.remote(config.model_dump_json(), secret))
     return ProviderHandle(config.name, actor)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from orchestray.simulated import arithmetic_questions, choice_questions
 
-MODELS = ["sim-small", "sim-medium", "sim-large"]
+MODELS = ["sim-small", "sim-medium", "sim-large", "cheap", "vote", "fast", "reliable"]
 
 
 def main(n: int = 240, path: str = str(Path(__file__).with_name("questions.jsonl"))) -> None:

@@ -109,6 +109,7 @@ class _Tally:
     requests: int = 0
     succeeded: int = 0
     failed: int = 0
+    cancelled: int = 0  # a race's losers, stopped once another provider answered
     input_tokens: int = 0
     output_tokens: int = 0
     cost: float = 0.0
@@ -131,6 +132,7 @@ class _Tally:
             "requests": self.requests,
             "succeeded": self.succeeded,
             "failed": self.failed,
+            "cancelled": self.cancelled,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "cost": round(self.cost, 8),
@@ -408,8 +410,10 @@ async def _answer(line: _Line, resolve: Callable[[str], Model], result: BatchRes
     result.succeeded += 1
     result.cost += completion.cost
     model_tally.succeeded += 1
-    model_tally.input_tokens += completion.input_tokens
-    model_tally.output_tokens += completion.output_tokens
+    # Every call the model made counts, a coordinator's samples and losers included.
+    spent = completion.trace or completion
+    model_tally.input_tokens += spent.input_tokens
+    model_tally.output_tokens += spent.output_tokens
     model_tally.cost += completion.cost
     model_tally.add_latency(time.monotonic() - started)
     for leaf in _leaves(completion.trace):
@@ -429,13 +433,15 @@ def _count_provider(result: BatchResult, span: Span) -> None:
         tally.output_tokens += span.output_tokens
         tally.cost += span.cost
         tally.add_latency(span.latency_s)
+    elif span.outcome == "cancelled":
+        tally.cancelled += 1
     else:
         tally.failed += 1
 
 
 def format_summary(result: BatchResult) -> str:
     """The end-of-job table: one row per model asked for, then one per provider that answered."""
-    head = f"{'':<22}{'requests':>9}{'ok':>8}{'failed':>8}{'tokens in':>11}{'tokens out':>11}{'cost $':>11}{'p50 s':>8}{'p99 s':>8}{'429s':>6}{'retries':>8}"
+    head = f"{'':<22}{'requests':>9}{'ok':>8}{'failed':>8}{'cancel':>8}{'tokens in':>11}{'tokens out':>11}{'cost $':>11}{'p50 s':>8}{'p99 s':>8}{'429s':>6}{'retries':>8}"
     rows = [head]
 
     def row(label: str, t: _Tally) -> str:
@@ -443,7 +449,7 @@ def format_summary(result: BatchResult) -> str:
         p50 = f"{d['latency_p50_s']:.3f}" if d["latency_p50_s"] is not None else "-"
         p99 = f"{d['latency_p99_s']:.3f}" if d["latency_p99_s"] is not None else "-"
         return (
-            f"{label[:22]:<22}{d['requests']:>9}{d['succeeded']:>8}{d['failed']:>8}{d['input_tokens']:>11}"
+            f"{label[:22]:<22}{d['requests']:>9}{d['succeeded']:>8}{d['failed']:>8}{d['cancelled']:>8}{d['input_tokens']:>11}"
             f"{d['output_tokens']:>11}{d['cost']:>11.5f}{p50:>8}{p99:>8}{d['rate_limited']:>6}{d['retries']:>8}"
         )
 

@@ -132,7 +132,7 @@ class EnsembleRoute(_Route):
     samples: int = Field(default=1, gt=0, le=64, description="calls per provider")
     temperature: float | None = Field(default=None, ge=0, le=2)
     vote: Literal["majority", "weighted", "judge", "aggregate"] = "majority"
-    tie: Literal["first", "lowest_cost", "abstain"] = "first"
+    tie: Literal["first", "lowest_cost", "abstain", "random"] = "first"
     weights: dict[str, float] = {}
     judge: str | None = None
     extract: Literal["answer", "number", "choice", "text", "json", "regex"] = "answer"

@@ -5,6 +5,8 @@ All are msgspec Structs: cheap to pickle between Ray actors and to encode as JSO
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 __all__ = [
@@ -53,7 +55,8 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
 class Span(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One node of a call tree: a provider call, or a coordinator with its children.
 
-    `kind` is "provider" for a leaf, the pattern name ("race", "cascade", ...) otherwise.
+    `kind` is "provider" for a leaf, the pattern name ("race", "cascade", ...) otherwise. A
+    coordinator's own `cost` is 0: its cost is its children's (`total_cost`).
     """
 
     name: str
@@ -67,6 +70,7 @@ class Span(msgspec.Struct, kw_only=True, omit_defaults=True):
     retries: int = 0
     error: str | None = None
     decision: str | None = None
+    data: dict[str, Any] | None = None  # pattern details: vote counts, stage costs, the search tree
     children: list[Span] = []
 
     def total_cost(self) -> float:
@@ -88,6 +92,7 @@ class Completion(msgspec.Struct, kw_only=True, omit_defaults=True):
     latency_s: float = 0.0
     cost: float = 0.0
     finish_reason: str = "stop"
+    confidence: float | None = None  # a coordinator's measure (an ensemble's agreement, say)
     trace: Span | None = None
 
 

@@ -125,8 +125,8 @@ class _Latencies:
         self._values.append(value)
         self._sorted = None
 
-    def quantile(self, q: float) -> float | None:
-        if not self._values:
+    def quantile(self, q: float, min_samples: int = 1) -> float | None:
+        if len(self._values) < max(1, min_samples):
             return None
         if self._sorted is None:
             self._sorted = sorted(self._values)
@@ -311,6 +311,10 @@ class Provider:
             self.circuit.record_failure(now)
         elif isinstance(err, ProviderUnavailableError) and not isinstance(err, CircuitOpenError):
             self.circuit.record_failure(now)
+
+    async def latency_quantile(self, q: float, min_samples: int = 1) -> float | None:
+        """A latency percentile of recent calls (a race hedges at the p95); None without data."""
+        return self.latencies.quantile(q, min_samples)
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         return self.config.price.cost(input_tokens, output_tokens)

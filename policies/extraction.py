@@ -1,0 +1,298 @@
+"""Answer extraction: turn a completion's text into the short answer that votes and checks compare.
+
+Every extractor is a callable `str -> str | None`; None means "no answer found", and such an answer
+does not vote. Build one with `extractor(kind, **options)`:
+
+    kind       options                      returns
+    "answer"   -                            the text after the last "Answer:" line, else the whole text
+    "text"     -                            the whole text, normalised (case, spaces, final period)
+    "number"   -                            the answer's number ("Answer: 1,234.50" -> "1234.5")
+    "choice"   choices="ABCDE"              the option letter ("Answer: B", "(B)", "B)")
+    "regex"    pattern=, group=1, last=False  a regex group of the first (or last) match
+    "json"     path="a.b.0"                 a field of the first JSON object in the text holding it
+    "custom"   fn=callable                  whatever `fn(text)` returns (str() of it; None stays None)
+
+`extractor(spec)` also takes a callable (custom) or a config mapping `{"kind": "regex", "pattern":
+...}`. Models here end their answers with `Answer: <value>` and may add `Confidence: 0.87`; the
+confidence statement is never mistaken for the answer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from orchestray.errors import ConfigError
+
+__all__ = [
+    "Extractor",
+    "extractor",
+    "KINDS",
+    "normalize_text",
+    "answer_segment",
+    "extract_answer",
+    "extract_text",
+    "extract_number",
+    "extract_choice",
+    "extract_regex",
+    "extract_json_field",
+    "canonical_number",
+]
+
+KINDS = ("answer", "text", "number", "choice", "regex", "json", "custom")
+
+# "Answer: 85", "Final answer = 85", "the answer is 85": the rest of that line.
+_ANSWER = re.compile(r"(?im)\b(?:final\s+)?answer\b\s*(?:is\b\s*:?|[:=])[ \t]*([^\n]*)")
+# A confidence statement, removed before looking for numbers so 0.87 never wins as "the last number".
+_CONFIDENCE = re.compile(
+    r"(?i)\bconfidence\b(?:\s+(?:level|score))?\s*(?:is\b|[:=])?\s*"
+    r"-?\d+(?:\.\d+)?\s*(?:%|/\s*\d+(?:\.\d+)?|out\s+of\s+\d+)?"
+)
+# Thousands separators first, so "1,234" is one number; a "-" right after a word or digit is an
+# operator ("10-3"), not a sign.
+_NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)")
+
+
+def normalize_text(text: str) -> str:
+    """Lower case, single spaces, no surrounding quotes or trailing period: "  Paris. " -> "paris"."""
+    text = " ".join(text.split()).lower()
+    text = text.strip("\"'`*")
+    return text.rstrip(".!").strip()
+
+
+def answer_segment(text: str) -> str | None:
+    """The text after the last "Answer:" (or "the answer is") marker, or None without one."""
+    segments = [m.group(1).strip() for m in _ANSWER.finditer(text)]
+    segments = [s for s in segments if s]
+    return segments[-1] if segments else None
+
+
+def extract_answer(text: str) -> str | None:
+    """The answer after the last "Answer:" marker, normalised; the whole text without a marker."""
+    segment = answer_segment(text)
+    return extract_text(segment if segment is not None else text)
+
+
+def extract_text(text: str) -> str | None:
+    """The whole text, normalised; None when nothing is left."""
+    normal = normalize_text(text)
+    return normal or None
+
+
+def canonical_number(raw: str) -> str | None:
+    """One spelling per value, so votes agree: "1,234.50" -> "1234.5", "85.0" -> "85", "-0" -> "0"."""
+    try:
+        value = Decimal(raw.replace(",", ""))
+    except InvalidOperation:
+        return None
+    if not value.is_finite():
+        return None
+    if value == 0:
+        return "0"
+    return format(value.normalize(), "f")
+
+
+def _last_number(text: str) -> str | None:
+    found = _NUMBER.findall(_CONFIDENCE.sub(" ", text))
+    return canonical_number(found[-1]) if found else None
+
+
+def extract_number(text: str) -> str | None:
+    """The last number of the "Answer:" line, else the last number of the text (confidence excluded)."""
+    segment = answer_segment(text)
+    if segment is not None:
+        number = _last_number(segment)
+        if number is not None:
+            return number
+    return _last_number(text)
+
+
+def extract_choice(text: str, choices: str = "ABCDE") -> str | None:
+    """The option letter: from the "Answer:" line, else the last "(B)" / "B)" / "option B", else a
+    reply that is only a letter. Lower-case letters count only when they stand alone."""
+    letters = "".join(sorted(set(choices.upper())))
+    if not letters:
+        raise ConfigError("extract choice: `choices` names no letters")
+    cls = f"[{re.escape(letters)}]"
+    segment = answer_segment(text)
+    if segment is not None:
+        alone = re.fullmatch(rf"\(?({cls})\)?[.:)]?", segment.strip(), re.IGNORECASE)
+        if alone:
+            return alone.group(1).upper()
+        inside = re.search(rf"(?<![\w])\(?({cls})\b(?![-'])", segment)
+        if inside:
+            return inside.group(1)
+    marked = re.findall(
+        rf"\(({cls})\)|(?<![\w(])({cls})\)|\b(?:option|choice)\s+({cls})\b", text, re.IGNORECASE
+    )
+    if marked:
+        return next(g for g in marked[-1] if g).upper()
+    alone = re.fullmatch(rf"\s*\(?({cls})\)?[.:)]?\s*", text, re.IGNORECASE)
+    return alone.group(1).upper() if alone else None
+
+
+def extract_regex(text: str, pattern: str | re.Pattern[str], group: int | str = 1, last: bool = False) -> str | None:
+    """A group of the first (or last) match, stripped; the whole match when the pattern has no group."""
+    compiled = re.compile(pattern) if isinstance(pattern, str) else pattern
+    matches = list(compiled.finditer(text)) if last else [m for m in [compiled.search(text)] if m]
+    if not matches:
+        return None
+    match = matches[-1]
+    if compiled.groups == 0:
+        value = match.group(0)
+    else:
+        value = match.group(group)
+    if value is None:
+        return None
+    return value.strip() or None
+
+
+def _json_objects(text: str):
+    """Every top-level JSON object embedded in `text` (code fences and prose around them are fine)."""
+    decoder = json.JSONDecoder()
+    at = text.find("{")
+    while at != -1:
+        try:
+            value, end = decoder.raw_decode(text, at)
+        except json.JSONDecodeError:
+            at = text.find("{", at + 1)
+            continue
+        if isinstance(value, dict):
+            yield value
+        at = text.find("{", end)
+
+
+_MISSING = object()
+
+
+def _lookup(value: Any, parts: list[str]) -> Any:
+    for part in parts:
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and re.fullmatch(r"-?\d+", part) and -len(value) <= int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return _MISSING
+    return value
+
+
+def _json_to_answer(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return canonical_number(repr(value))
+    if isinstance(value, str):
+        return value.strip() or None
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def extract_json_field(text: str, path: str) -> str | None:
+    """The field at dotted `path` ("result.items.0.name") of the first JSON object holding it.
+
+    Strings come back as they are, numbers canonical, objects and lists as compact sorted JSON;
+    a null field, or none at all, gives None. An empty path takes the whole object.
+    """
+    parts = [p for p in path.split(".") if p] if path else []
+    for obj in _json_objects(text):
+        value = _lookup(obj, parts)
+        if value is not _MISSING:
+            return _json_to_answer(value)
+    return None
+
+
+@dataclass(frozen=True)
+class Extractor:
+    """A named extraction strategy; call it with a completion's text."""
+
+    kind: str
+    fn: Callable[[str], str | None] = field(repr=False)
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __call__(self, text: str | None) -> str | None:
+        if text is None:
+            return None
+        value = self.fn(text)
+        if value is None:
+            return None
+        value = value if isinstance(value, str) else str(value)
+        return value if value.strip() else None
+
+    def describe(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items() if k != "fn")
+        return f"{self.kind}({opts})" if opts else self.kind
+
+
+_ALLOWED = {
+    "answer": set(),
+    "text": set(),
+    "number": set(),
+    "choice": {"choices"},
+    "regex": {"pattern", "group", "last"},
+    "json": {"path"},
+    "custom": {"fn"},
+}
+
+
+def extractor(kind: str | Callable[[str], Any] | Mapping[str, Any] | Extractor = "answer", **options: Any) -> Extractor:
+    """Build an extractor by kind name, from a callable, or from a config mapping with a `kind` key.
+
+    Raises ConfigError for an unknown kind, an unknown option, a missing option or a bad regex.
+    """
+    if isinstance(kind, Extractor):
+        return kind
+    if isinstance(kind, Mapping):
+        spec = dict(kind)
+        name = spec.pop("kind", None)
+        if not isinstance(name, str):
+            raise ConfigError(f"extractor config needs a `kind` (one of {', '.join(KINDS)})")
+        return extractor(name, **spec, **options)
+    if callable(kind):
+        return Extractor("custom", kind, {"fn": getattr(kind, "__name__", repr(kind))})
+    if kind not in _ALLOWED:
+        raise ConfigError(f"unknown extractor kind {kind!r}; use one of {', '.join(KINDS)}")
+    unknown = set(options) - _ALLOWED[kind]
+    if unknown:
+        raise ConfigError(f"extractor {kind!r} takes no option {', '.join(sorted(unknown))}")
+    if kind == "answer":
+        return Extractor(kind, extract_answer)
+    if kind == "text":
+        return Extractor(kind, extract_text)
+    if kind == "number":
+        return Extractor(kind, extract_number)
+    if kind == "choice":
+        choices = options.get("choices", "ABCDE")
+        if not isinstance(choices, str) or not re.fullmatch(r"[A-Za-z]+", choices):
+            raise ConfigError(f"extract choice: `choices` must be letters like 'ABCD', got {choices!r}")
+        return Extractor(kind, lambda text: extract_choice(text, choices), {"choices": choices})
+    if kind == "regex":
+        pattern = options.get("pattern")
+        if not pattern:
+            raise ConfigError("extract regex needs a `pattern`")
+        try:
+            compiled = re.compile(pattern)
+        except re.error as err:
+            raise ConfigError(f"extract regex: bad pattern {pattern!r}: {err}") from None
+        group = options.get("group", 1)
+        if compiled.groups and isinstance(group, int) and not 0 <= group <= compiled.groups:
+            raise ConfigError(f"extract regex: pattern {pattern!r} has no group {group}")
+        if isinstance(group, str) and group not in compiled.groupindex:
+            raise ConfigError(f"extract regex: pattern {pattern!r} has no group named {group!r}")
+        last = bool(options.get("last", False))
+        return Extractor(
+            kind, lambda text: extract_regex(text, compiled, group, last), {"pattern": pattern, "group": group}
+        )
+    if kind == "json":
+        path = options.get("path")
+        if not isinstance(path, str):
+            raise ConfigError("extract json needs a `path` such as 'answer' or 'result.value'")
+        return Extractor(kind, lambda text: extract_json_field(text, path), {"path": path})
+    fn = options.get("fn")
+    if not callable(fn):
+        raise ConfigError("extract custom needs `fn`, a callable str -> str | None")
+    return Extractor(kind, fn, {"fn": getattr(fn, "__name__", repr(fn))})
