@@ -1,0 +1,149 @@
+"""The emulator's settings, and their command-line form."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import asdict, dataclass, fields, replace
+
+__all__ = ["EmulatorOptions", "add_arguments", "options_from_args", "options_to_args", "API_KEY_ENV"]
+
+# The key travels by environment, not argv, so it never shows in a process listing.
+API_KEY_ENV = "ORCHESTRAY_EMULATOR_API_KEY"
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatorOptions:
+    """How the emulator behaves. None for `rpm`/`tpm` means unlimited.
+
+    `latency_ms` (with `latency_sigma` and `ms_per_output_token`) overrides every model's own
+    latency so a benchmark controls it; 0 means no sleep at all, None keeps each profile's latency.
+    `accuracy` is the profile of a model name that is not one of `DEFAULT_PROFILES`.
+    A hang lasts `hang_s` unless the client gives up first.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: an ephemeral port, read it back from the base URL
+    rpm: int | None = None
+    tpm: int | None = None
+    latency_ms: float | None = 0.0
+    latency_sigma: float = 0.0
+    ms_per_output_token: float = 0.0
+    accuracy: float = 0.8
+    fault_rate: float = 0.0
+    hang_rate: float = 0.0
+    error_status: int | None = None
+    hang_s: float = 300.0
+    seed: int = 0
+    api_key: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("rpm", "tpm"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive (or None for unlimited), got {value}")
+        for name in ("fault_rate", "hang_rate", "accuracy"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be within 0..1, got {value}")
+        if self.fault_rate + self.hang_rate > 1.0:
+            raise ValueError("fault_rate + hang_rate must not exceed 1")
+        if self.latency_ms is not None and self.latency_ms < 0:
+            raise ValueError(f"latency_ms must be >= 0, got {self.latency_ms}")
+        if self.latency_sigma < 0 or self.ms_per_output_token < 0 or self.hang_s < 0:
+            raise ValueError("latency_sigma, ms_per_output_token and hang_s must be >= 0")
+        if self.error_status is not None and not 400 <= self.error_status <= 599:
+            raise ValueError(f"error_status must be an HTTP error status, got {self.error_status}")
+
+    def with_changes(self, **changes) -> EmulatorOptions:
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise ValueError(f"unknown emulator option(s): {', '.join(sorted(unknown))}")
+        return replace(self, **changes)
+
+    def public(self) -> dict:
+        """The settings as JSON, with the API key masked."""
+        shown = asdict(self)
+        if shown["api_key"]:
+            shown["api_key"] = "[set]"
+        return shown
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the emulator's options to `parser` (the `orchestray emulate` subcommand)."""
+    default = EmulatorOptions()
+    add = parser.add_argument
+    add("--host", default=default.host, help="interface to bind (default: %(default)s)")
+    add("--port", type=int, default=8000, help="port, 0 for any free one (default: %(default)s)")
+    add("--rpm", type=int, default=None, help="requests per minute per model, enforced per second")
+    add("--tpm", type=int, default=None, help="tokens per minute per model, enforced per second")
+    add(
+        "--latency-ms",
+        type=float,
+        default=default.latency_ms,
+        help="median latency for every model; 0 answers at once (default: %(default)s)",
+    )
+    add(
+        "--profile-latency",
+        action="store_true",
+        help="use each simulated model's own latency instead of --latency-ms",
+    )
+    add("--latency-sigma", type=float, default=default.latency_sigma, help="lognormal sigma")
+    add("--ms-per-output-token", type=float, default=default.ms_per_output_token)
+    add("--accuracy", type=float, default=default.accuracy, help="accuracy of unknown model names")
+    add("--fault-rate", type=float, default=default.fault_rate, help="fraction answered 5xx")
+    add("--hang-rate", type=float, default=default.hang_rate, help="fraction never answered")
+    add("--error-status", type=int, default=None, help="status of faults (default: mixed 5xx)")
+    add("--hang-s", type=float, default=default.hang_s, help="how long a hang lasts at most")
+    add("--seed", type=int, default=default.seed)
+    add(
+        "--api-key",
+        default=os.environ.get(API_KEY_ENV) or None,
+        help=f"require this key (Bearer / x-api-key); default: ${API_KEY_ENV} if set",
+    )
+
+
+def options_from_args(args: argparse.Namespace) -> EmulatorOptions:
+    return EmulatorOptions(
+        host=args.host,
+        port=args.port,
+        rpm=args.rpm,
+        tpm=args.tpm,
+        latency_ms=None if args.profile_latency else args.latency_ms,
+        latency_sigma=args.latency_sigma,
+        ms_per_output_token=args.ms_per_output_token,
+        accuracy=args.accuracy,
+        fault_rate=args.fault_rate,
+        hang_rate=args.hang_rate,
+        error_status=args.error_status,
+        hang_s=args.hang_s,
+        seed=args.seed,
+        api_key=args.api_key,
+    )
+
+
+def options_to_args(options: EmulatorOptions) -> list[str]:
+    """The command line that reproduces `options` in another process; the key goes by API_KEY_ENV."""
+    args = ["--host", options.host, "--port", str(options.port)]
+    if options.latency_ms is None:
+        args.append("--profile-latency")
+    else:
+        args += ["--latency-ms", repr(options.latency_ms)]
+    optional = {
+        "--rpm": options.rpm,
+        "--tpm": options.tpm,
+        "--error-status": options.error_status,
+    }
+    for flag, value in optional.items():
+        if value is not None:
+            args += [flag, str(value)]
+    args += [
+        "--latency-sigma", repr(options.latency_sigma),
+        "--ms-per-output-token", repr(options.ms_per_output_token),
+        "--accuracy", repr(options.accuracy),
+        "--fault-rate", repr(options.fault_rate),
+        "--hang-rate", repr(options.hang_rate),
+        "--hang-s", repr(options.hang_s),
+        "--seed", str(options.seed),
+    ]  # fmt: skip
+    return args

@@ -1,0 +1,488 @@
+"""A simulated LLM with known truth, so orchestration patterns can be judged on correctness and cost.
+
+Pure and deterministic: no sleeping, no I/O. Every draw comes from an RNG derived from the model's
+seed and name and the request (prompt, `seed`, `temperature`) plus an optional `sample` index, so
+the same request always gets the same answer and latency while `seed=i` gives independent draws.
+
+Whether a draw is right depends on the question's difficulty (shared by every model: hard
+questions are hard for all) and on per-draw noise, which dominates so that voting over samples
+pays. Answers end with a line `Answer: <value>`, followed by `Confidence: <0..1>` when any message
+asks for a confidence; confidence is informative (high when right, low when wrong).
+
+Questions are handled by skills tried in order (`SKILLS`): multiple choice, arithmetic, generic.
+A task-specific skill is a callable `(Attempt) -> str | None` inserted ahead of the generic one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import re
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import msgspec
+
+from orchestray.messages import ChatRequest, Message, estimate_tokens
+
+__all__ = [
+    "SimProfile",
+    "SimAnswer",
+    "SimulatedModel",
+    "DEFAULT_PROFILES",
+    "Attempt",
+    "Skill",
+    "SKILLS",
+    "choice_skill",
+    "arithmetic_skill",
+    "generic_skill",
+    "Question",
+    "arithmetic_questions",
+    "choice_questions",
+    "evaluate",
+    "find_expression",
+    "difficulty",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SimProfile:
+    """How good, how fast and how self-aware a simulated model is.
+
+    `difficulty_weight` (0..1) is the share of the accuracy spread set by the question's
+    difficulty; the rest is per-draw noise. `shared_mistake` is the chance that a wrong draw makes
+    the question's common mistake (the same wrong answer for every draw and every model) rather
+    than a mistake of its own; higher values make voting pay less.
+
+    Confidence is drawn from a Beta distribution with mean `confidence_if_correct` or
+    `confidence_if_wrong` and concentration `confidence_concentration` (higher: tighter around
+    the mean); equal means make it useless.
+    """
+
+    accuracy: float = 0.8
+    latency_ms: float = 200.0
+    latency_sigma: float = 0.5
+    ms_per_output_token: float = 0.0
+    difficulty_weight: float = 0.5
+    shared_mistake: float = 0.3
+    confidence_if_correct: float = 0.9
+    confidence_if_wrong: float = 0.4
+    confidence_concentration: float = 12.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.accuracy <= 1.0:
+            raise ValueError(f"accuracy must be within 0..1, got {self.accuracy}")
+        if self.latency_ms < 0 or self.latency_sigma < 0 or self.ms_per_output_token < 0:
+            raise ValueError("latency_ms, latency_sigma and ms_per_output_token must be >= 0")
+        for name in ("difficulty_weight", "shared_mistake"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be within 0..1, got {getattr(self, name)}")
+        for mean in (self.confidence_if_correct, self.confidence_if_wrong):
+            if not 0.0 < mean < 1.0:
+                raise ValueError(f"confidence means must be strictly within 0..1, got {mean}")
+        if self.confidence_concentration <= 0:
+            raise ValueError("confidence_concentration must be > 0")
+
+    def with_latency(
+        self, latency_ms: float, latency_sigma: float = 0.0, ms_per_output_token: float = 0.0
+    ) -> SimProfile:
+        return replace(
+            self,
+            latency_ms=latency_ms,
+            latency_sigma=latency_sigma,
+            ms_per_output_token=ms_per_output_token,
+        )
+
+
+DEFAULT_PROFILES: dict[str, SimProfile] = {
+    "sim-small": SimProfile(accuracy=0.65, latency_ms=150.0, latency_sigma=0.5),
+    "sim-medium": SimProfile(accuracy=0.80, latency_ms=300.0, latency_sigma=0.5),
+    "sim-large": SimProfile(accuracy=0.95, latency_ms=600.0, latency_sigma=0.5),
+}
+
+
+class SimAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    """One simulated answer. `latency_s` is how long a real model would have taken; the caller sleeps."""
+
+    text: str
+    input_tokens: int
+    output_tokens: int
+    latency_s: float
+    finish_reason: str = "stop"  # "stop" | "length"
+    stop_sequence: str | None = None  # the stop sequence that ended the text, if one did
+
+
+# --- skills -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attempt:
+    """What a skill sees: the question (last user message), whether this draw should be right, and
+    its randomness. Skills return the answer body ending in `Answer: <value>`, or None when the
+    question is not theirs.
+
+    A wrong draw should draw its mistake from `mistake_rng`: for a shared mistake it is seeded by
+    the question alone, so such draws agree with each other across samples and models. A skill
+    that grades its own steps (a game's several moves) can use `accuracy` instead of `correct`.
+    """
+
+    question: str
+    correct: bool
+    accuracy: float  # this model's chance of being right on this question (difficulty included)
+    rng: random.Random
+    mistake_rng: random.Random
+    model_name: str
+
+
+Skill = Callable[[Attempt], "str | None"]
+
+
+# `A) 54`, `B. 56`, `C: 58` at a line start or after whitespace, inline or one per line.
+_OPTION = re.compile(r"(?:^|(?<=\s))([A-E])[).:]\s*(-?\d+)\b")
+_KEYWORD_EXPR = re.compile(r"(?i)\b(?:what\s+is|compute|calculate|evaluate|solve)\s*:?\s*([-+*()\d\s]+)")
+_ANY_EXPR = re.compile(r"[-+*()\d\s]+")
+_HAS_OPERATOR = re.compile(r"\d\s*[-+*]|[-+*]\s*[\d(]")
+
+
+def choice_skill(attempt: Attempt) -> str | None:
+    """Multiple choice over an arithmetic stem: the truth is the option equal to its value."""
+    text = attempt.question
+    options = [(m.group(1), int(m.group(2)), m.start()) for m in _OPTION.finditer(text)]
+    letters = [letter for letter, _, _ in options]
+    if len(options) < 2 or len(set(letters)) != len(letters):
+        return None
+    found = find_expression(text[: options[0][2]])
+    if found is None:
+        return None
+    expr, value = found
+    right = [letter for letter, option_value, _ in options if option_value == value]
+    if not right:
+        return None
+    wrong = [(letter, v) for letter, v, _ in options if letter != right[0]]
+    if attempt.correct or not wrong:
+        letter, shown = right[0], value
+    else:
+        letter, shown = wrong[attempt.mistake_rng.randrange(len(wrong))]
+    return f"Working it out, {expr} = {shown}, which is option {letter}.\nAnswer: {letter}"
+
+
+def arithmetic_skill(attempt: Attempt) -> str | None:
+    """Integer arithmetic with + - * and parentheses; a wrong draw is off by a little."""
+    found = find_expression(attempt.question)
+    if found is None:
+        return None
+    expr, value = found
+    shown = value if attempt.correct else value + _near_miss(attempt.mistake_rng)
+    return f"Let me compute it step by step: {expr} = {shown}. The answer is {shown}.\nAnswer: {shown}"
+
+
+def _near_miss(rng: random.Random) -> int:
+    # Spread over ±1..±10 so independent wrong draws rarely agree: plurality voting then pays.
+    return rng.choice((-1, 1)) * rng.randint(1, 10)
+
+
+_GENERIC_SENTENCES = (
+    "Here is a considered reply to your message.",
+    "The main point is that the answer depends on the details you give.",
+    "A careful approach weighs the trade-offs before choosing.",
+    "In short, start simple and refine as you learn more.",
+    "Several options are reasonable, and the best one depends on your constraints.",
+    "It helps to state the goal first, then check each step against it.",
+    "Evidence should guide the decision more than habit.",
+    "I would begin with the most likely explanation and test it.",
+)
+
+
+def generic_skill(attempt: Attempt) -> str:
+    """Anything else: a short deterministic reply of moderate length."""
+    topic = " ".join(attempt.question.split())[:60]
+    picked = attempt.rng.sample(_GENERIC_SENTENCES, 4)
+    return f'Simulated reply from {attempt.model_name}: about "{topic}". ' + " ".join(picked)
+
+
+# Tried in order; the first that returns text answers. Choice comes before arithmetic because a
+# choice question contains an arithmetic stem. Insert task skills before `generic_skill`.
+SKILLS: list[Skill] = [choice_skill, arithmetic_skill, generic_skill]
+
+
+# --- the model ----------------------------------------------------------------------------------
+
+
+class SimulatedModel:
+    """A fake LLM: `answer(request)` returns text, token counts and a latency to sleep."""
+
+    __slots__ = ("name", "profile", "seed", "skills", "_key")
+
+    def __init__(
+        self,
+        name: str,
+        profile: SimProfile,
+        seed: int = 0,
+        skills: Sequence[Skill] | None = None,
+    ):
+        self.name = name
+        self.profile = profile
+        self.seed = seed
+        # None follows the module's SKILLS, so a skill registered later is seen too.
+        self.skills = skills
+        self._key = f"{seed}\x00{name}\x00".encode()
+
+    def __repr__(self) -> str:
+        return f"SimulatedModel({self.name!r}, {self.profile!r}, seed={self.seed})"
+
+    def answer(self, request: ChatRequest, sample: int | None = None) -> SimAnswer:
+        prompt = request.prompt_text()
+        rng = self._rng(request, prompt, sample)
+        profile = self.profile
+        # Latency and correctness are drawn first, so they do not shift with what a skill draws.
+        latency_noise = rng.gauss(0.0, 1.0)
+        question = request.last_user_text()
+        p_correct = self.p_correct(question)
+        correct = rng.random() < p_correct
+        shared = rng.random() < profile.shared_mistake
+        attempt = Attempt(
+            question=question,
+            correct=correct,
+            accuracy=p_correct,
+            rng=rng,
+            mistake_rng=_question_rng(question) if shared else rng,
+            model_name=self.name,
+        )
+        text = ""
+        for skill in SKILLS if self.skills is None else self.skills:
+            reply = skill(attempt)
+            if reply is not None:
+                text = reply
+                break
+        if _asks_confidence(request.messages):
+            text = f"{text}\nConfidence: {self._confidence(rng, correct):.2f}"
+
+        text, finish_reason, stop_sequence = _cut(text, request.max_tokens, request.stop)
+        output_tokens = estimate_tokens(text)
+        latency_ms = profile.latency_ms * math.exp(profile.latency_sigma * latency_noise)
+        latency_ms += output_tokens * profile.ms_per_output_token
+        return SimAnswer(
+            text=text,
+            input_tokens=estimate_tokens(prompt),
+            output_tokens=output_tokens,
+            latency_s=latency_ms / 1000.0,
+            finish_reason=finish_reason,
+            stop_sequence=stop_sequence,
+        )
+
+    def p_correct(self, question: str) -> float:
+        """This model's chance of answering `question` right: accuracy shifted by difficulty.
+
+        Uniform difficulty moves it linearly around `accuracy`, so the mean over questions stays
+        exactly `accuracy`; the spread is bounded to keep it within 0..1.
+        """
+        accuracy = self.profile.accuracy
+        spread = self.profile.difficulty_weight * min(accuracy, 1.0 - accuracy)
+        return accuracy + spread * (1.0 - 2.0 * difficulty(question))
+
+    def _rng(self, request: ChatRequest, prompt: str, sample: int | None) -> random.Random:
+        h = hashlib.blake2b(self._key, digest_size=16)
+        h.update(prompt.encode("utf-8", "surrogatepass"))
+        # None and 0 are both greedy decoding: the same draw.
+        temperature = float(request.temperature or 0.0)
+        h.update(f"\x00{request.seed}\x00{temperature}\x00{sample}".encode())
+        return random.Random(int.from_bytes(h.digest(), "little"))
+
+    def _confidence(self, rng: random.Random, correct: bool) -> float:
+        profile = self.profile
+        mean = profile.confidence_if_correct if correct else profile.confidence_if_wrong
+        k = profile.confidence_concentration
+        return rng.betavariate(mean * k, (1.0 - mean) * k)
+
+
+def difficulty(question: str) -> float:
+    """A question's difficulty in [0, 1), the same for every model and every draw."""
+    data = question.encode("utf-8", "surrogatepass")
+    digest = hashlib.blake2b(data, digest_size=8, person=b"difficulty").digest()
+    return struct.unpack("<Q", digest)[0] / 2.0**64
+
+
+def _question_rng(question: str) -> random.Random:
+    data = question.encode("utf-8", "surrogatepass")
+    digest = hashlib.blake2b(data, digest_size=16, person=b"mistake").digest()
+    return random.Random(int.from_bytes(digest, "little"))
+
+
+def _asks_confidence(messages: Sequence[Message]) -> bool:
+    return any("confidence" in m.content.lower() for m in messages)
+
+
+def _cut(text: str, max_tokens: int | None, stop: Sequence[str] | None) -> tuple[str, str, str | None]:
+    """Apply stop sequences, then the token budget, as a provider would."""
+    hit: str | None = None
+    if stop:
+        first = len(text)
+        for sequence in stop:
+            at = text.find(sequence) if sequence else -1
+            if 0 <= at < first:
+                first, hit = at, sequence
+        text = text[:first]
+    if max_tokens is not None and estimate_tokens(text) > max_tokens:
+        # estimate_tokens counts four characters a token, so this cut is exactly max_tokens.
+        return text[: max(0, max_tokens) * 4], "length", None
+    return text, "stop", hit
+
+
+# --- arithmetic ---------------------------------------------------------------------------------
+
+_MAX_EXPRESSION = 200  # characters; bounds the work and the size of the integers
+
+
+def find_expression(text: str) -> tuple[str, int] | None:
+    """The arithmetic expression a question asks about, and its value; None if there is none.
+
+    An expression after "what is" / "compute" / ... wins; otherwise the first one in the text.
+    Stray numbers ("Question 3:") and ranges in instructions ("(0-1)") come after the question.
+    """
+    candidates = [m.group(1) for m in _KEYWORD_EXPR.finditer(text)]
+    candidates += [m.group(0) for m in _ANY_EXPR.finditer(text)]
+    for raw in candidates:
+        expr = " ".join(raw.split())
+        if not _HAS_OPERATOR.search(expr):
+            continue
+        try:
+            return expr, evaluate(expr)
+        except ValueError:
+            continue
+    return None
+
+
+_TOKEN = re.compile(r"\s*(?:(\d+)|(.))")
+
+
+def evaluate(expression: str) -> int:
+    """Evaluate an integer expression with + - * (binary and unary) and parentheses.
+
+    A small recursive-descent parser: never `eval`. Raises ValueError on anything else.
+    """
+    if len(expression) > _MAX_EXPRESSION:
+        raise ValueError("expression too long")
+    tokens: list[int | str] = []
+    for number, symbol in _TOKEN.findall(expression.replace("×", "*")):
+        if number:
+            tokens.append(int(number))
+        elif symbol in "+-*()":
+            tokens.append(symbol)
+        elif not symbol.isspace():
+            raise ValueError(f"unexpected {symbol!r} in expression")
+    parser = _Parser(tokens)
+    value = parser.expression()
+    if parser.at < len(tokens):
+        raise ValueError(f"unexpected {tokens[parser.at]!r} in expression")
+    return value
+
+
+class _Parser:
+    """expression := term (("+" | "-") term)*;  term := unary ("*" unary)*;
+    unary := ("-" | "+") unary | integer | "(" expression ")"."""
+
+    __slots__ = ("tokens", "at")
+
+    def __init__(self, tokens: list[int | str]):
+        self.tokens = tokens
+        self.at = 0
+
+    def _peek(self) -> int | str | None:
+        return self.tokens[self.at] if self.at < len(self.tokens) else None
+
+    def expression(self) -> int:
+        value = self.term()
+        while (op := self._peek()) in ("+", "-"):
+            self.at += 1
+            right = self.term()
+            value = value + right if op == "+" else value - right
+        return value
+
+    def term(self) -> int:
+        value = self.unary()
+        while self._peek() == "*":
+            self.at += 1
+            value *= self.unary()
+        return value
+
+    def unary(self) -> int:
+        token = self._peek()
+        self.at += 1
+        if token == "-":
+            return -self.unary()
+        if token == "+":
+            return self.unary()
+        if token == "(":
+            value = self.expression()
+            if self._peek() != ")":
+                raise ValueError("missing ')'")
+            self.at += 1
+            return value
+        if isinstance(token, int):
+            return token
+        raise ValueError("expected a number" if token is None else f"unexpected {token!r}")
+
+
+# --- question generators ------------------------------------------------------------------------
+
+
+class Question(msgspec.Struct, frozen=True):
+    """A question with its canonical answer: the integer as text, or the option letter."""
+
+    prompt: str
+    truth: str
+
+    def request(self, **fields) -> ChatRequest:
+        """A one-message ChatRequest asking this question; `fields` set model, seed, ..."""
+        return ChatRequest(messages=(Message("user", self.prompt),), **fields)
+
+
+def _expression(rng: random.Random) -> str:
+    a, b, c = rng.randint(2, 99), rng.randint(2, 99), rng.randint(2, 20)
+    shape = rng.randrange(6)
+    if shape == 0:
+        return f"{a} + {b}"
+    if shape == 1:
+        return f"{a} - {b}"
+    if shape == 2:
+        return f"{rng.randint(2, 30)} * {c}"
+    if shape == 3:
+        return f"({rng.randint(2, 30)} * {c}) - {b}"
+    if shape == 4:
+        return f"{a} + {b} * {c}"
+    return f"({a} - {b}) * {c}"
+
+
+def _stem(expr: str, rng: random.Random) -> str:
+    return f"What is {expr}?" if rng.random() < 0.5 else f"Compute {expr}."
+
+
+def arithmetic_questions(n: int, seed: int = 0) -> list[Question]:
+    rng = random.Random(f"arithmetic:{seed}")
+    questions = []
+    for _ in range(n):
+        expr = _expression(rng)
+        questions.append(Question(_stem(expr, rng), str(evaluate(expr))))
+    return questions
+
+
+def choice_questions(n: int, seed: int = 0, options: int = 4) -> list[Question]:
+    if not 2 <= options <= 5:
+        raise ValueError("options must be between 2 and 5 (letters A-E)")
+    rng = random.Random(f"choice:{seed}")
+    questions = []
+    for _ in range(n):
+        expr = _expression(rng)
+        value = evaluate(expr)
+        values = {value}
+        while len(values) < options:
+            values.add(value + rng.choice((-1, 1)) * rng.randint(1, 12))
+        shuffled = sorted(values)
+        rng.shuffle(shuffled)
+        letters = "ABCDE"[:options]
+        lines = "\n".join(f"{letter}) {v}" for letter, v in zip(letters, shuffled))
+        prompt = f"{_stem(expr, rng)}\n{lines}\nReply with the letter of the correct option."
+        questions.append(Question(prompt, letters[shuffled.index(value)]))
+    return questions
