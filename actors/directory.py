@@ -11,11 +11,16 @@ __all__ = ["ModelDirectory"]
 
 
 class ModelDirectory:
-    """Finds or creates the provider actors and route (coordinator) actors on first use."""
+    """Finds or creates the provider actors and route (coordinator) actors on first use.
 
-    def __init__(self, config: Config, ensure_config: bool = True):
+    With `routes_in_process`, routes run as coordinators in this process (a Serve replica
+    hosting them) instead of in their own actors; providers are always the shared actors.
+    """
+
+    def __init__(self, config: Config, ensure_config: bool = True, routes_in_process: bool = False):
         self.config = config
         self.ensure_config = ensure_config
+        self.routes_in_process = routes_in_process
         self._handles: dict[str, ModelHandle] = {}
 
     def knows(self, name: str) -> bool:
@@ -28,6 +33,10 @@ class ModelDirectory:
         return handle
 
     def _make(self, name: str) -> ModelHandle:
+        if name in self.config.routes and self.routes_in_process:
+            from orchestray.coordinators import build_coordinator
+
+            return build_coordinator(name, self.config, self.get)
         if name in self.config.routes:
             from orchestray.actors.coordinators import route_handle
 

@@ -207,6 +207,7 @@ class ServeConfig(_Strict):
     """Ray Serve deployment settings for the HTTP application."""
 
     num_replicas: int | Literal["auto"] = 1
+    replica_num_cpus: float = Field(default=0.25, ge=0, description="CPUs reserved per replica")
     max_ongoing_requests: int = Field(default=256, gt=0)
     autoscaling_config: dict[str, Any] | None = None
     api_keys_env: str | None = "ORCHESTRAY_API_KEYS"

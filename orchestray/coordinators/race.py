@@ -85,7 +85,7 @@ class RaceCoordinator(Coordinator):
                     launch()  # no answer within the hedge delay: call the next provider too
                     continue
                 winner = None
-                for task in done:
+                for task in [t for t in running if t in done]:  # in launch order: stable traces
                     name, _ = running.pop(task)
                     if task.exception() is None and winner is None:
                         winner = (name, task.result())

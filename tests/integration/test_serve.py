@@ -1,0 +1,210 @@
+"""The Serve application on the shared Ray instance, driven by the real openai client and raw HTTP."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import socket
+import time
+
+import openai
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, settings
+
+from orchestray.config import parse_config
+from orchestray.emulator import EmulatorOptions, run_in_thread
+from orchestray.serving import api, app_for
+
+pytestmark = pytest.mark.integration
+
+KEY = "test-key-0123456789"
+OTHER_KEY = "second-key-abcdef"
+CAPPED_KEY = "capped-key-xyz"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def limited_emulator():
+    with run_in_thread(EmulatorOptions(rpm=1200)) as emu:
+        yield emu
+
+
+@pytest.fixture(scope="module")
+def gateway(ray_session, limited_emulator):
+    """Two apps: the main one (two replicas, bearer keys) and a capped one (tiny per-key caps)."""
+    from ray import serve
+
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    fast_sim = {"latency_ms": 2, "latency_sigma": 0.2}
+    providers = [
+        {"name": "srv-small", "kind": "simulated", "simulated": {**fast_sim, "accuracy": 0.7}, "price": {"input_per_1k": 0.5, "output_per_1k": 1}},
+        {"name": "srv-large", "kind": "simulated", "simulated": {**fast_sim, "accuracy": 0.95}, "price": {"input_per_1k": 5, "output_per_1k": 10}},
+        {"name": "srv-limited", "kind": "openai", "model": "sim-small", "base_url": limited_emulator.openai_base_url,
+         "limits": {"rpm": 1200}, "max_retries": 0},
+    ]
+    routes = {
+        "srv-vote": {"pattern": "ensemble", "providers": ["srv-small"], "samples": 3, "temperature": 0.7},
+        "srv-fast": {"pattern": "race", "providers": ["srv-small", "srv-large"]},
+        "srv-cheap": {"pattern": "cascade", "providers": ["srv-small", "srv-large"]},
+    }
+    main = parse_config({"providers": providers, "routes": routes,
+                         "serve": {"num_replicas": 2, "replica_num_cpus": 0, "api_keys_env": "TEST_ORCHESTRAY_KEYS"}})
+    capped = parse_config({"providers": providers[:1],
+                           "serve": {"replica_num_cpus": 0, "api_keys_env": "TEST_CAPPED_KEYS", "requests_per_minute_per_key": 60}})
+    keys = {"env_vars": {"TEST_ORCHESTRAY_KEYS": f"{KEY},{OTHER_KEY}"}}
+    serve.run(app_for(main, {"runtime_env": keys}), name="main", route_prefix="/", blocking=False)
+    serve.run(app_for(capped, {"runtime_env": {"env_vars": {"TEST_CAPPED_KEYS": CAPPED_KEY}}}),
+              name="capped", route_prefix="/capped", blocking=False)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{base}/readyz", timeout=2).status_code == 200 and requests.get(f"{base}/capped/healthz", timeout=2).ok:
+                break
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.5)
+    else:
+        raise AssertionError("the Serve application did not become ready")
+    yield base
+    serve.delete("main")
+    serve.delete("capped")
+    serve.shutdown()
+
+
+def auth(key=KEY):
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_the_openai_client_completes_and_streams_from_a_provider_and_a_route(gateway):
+    client = openai.OpenAI(base_url=f"{gateway}/v1", api_key=KEY, max_retries=0)
+    for model in ("srv-small", "srv-vote", "srv-cheap"):
+        raw = client.chat.completions.with_raw_response.create(
+            model=model, messages=[{"role": "user", "content": "What is 12 + 30?"}], max_tokens=64)
+        completion = raw.parse()
+        assert completion.object == "chat.completion" and completion.model == model and completion.id
+        assert completion.choices[0].message.content and completion.usage.total_tokens > 0
+        assert float(raw.headers["x-orchestray-cost"]) > 0
+        trace = completion.model_extra["orchestray"]["trace"]
+        assert trace["kind"] == ("provider" if model == "srv-small" else trace["kind"])
+    assert json.loads(raw.text)["orchestray"]["trace"]["kind"] == "cascade"
+    for model in ("srv-small", "srv-fast"):
+        stream = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "What is 2 + 2?"}],
+                                                stream=True, stream_options={"include_usage": True})
+        chunks = list(stream)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert "Answer:" in text and chunks[-1].usage.completion_tokens > 0
+
+
+def test_models_list_providers_and_routes_without_secrets(gateway):
+    response = requests.get(f"{gateway}/v1/models", headers=auth())
+    body = response.json()
+    ids = {m["id"] for m in body["data"]}
+    assert {"srv-small", "srv-limited", "srv-vote", "srv-cheap"} <= ids
+    assert KEY not in response.text and "api_key" not in response.text
+
+
+@pytest.mark.parametrize(
+    "payload, status, code, says",
+    [
+        (b"{not json", 400, "invalid_json", "not valid JSON"),
+        (json.dumps({"model": "srv-small"}).encode(), 400, "invalid_request", "messages: Field required"),
+        (json.dumps({"model": "srv-small", "messages": [{"role": "user", "content": "hi"}], "colour": 1}).encode(), 400, "invalid_request", "colour: unknown field"),
+        (json.dumps({"model": "ghost", "messages": [{"role": "user", "content": "hi"}]}).encode(), 404, "model_not_found", "unknown model 'ghost'"),
+        (json.dumps({"model": "srv-small", "messages": []}).encode(), 400, "invalid_request", "messages"),
+        (json.dumps({"model": "srv-small", "messages": [{"role": "wizard", "content": "hi"}]}).encode(), 400, "invalid_request", "role"),
+        (json.dumps({"model": "srv-small", "messages": [{"role": "user", "content": "x" * 2_000_000}]}).encode(), 413, "body_too_large", "larger than"),
+        (json.dumps([1, 2, 3]).encode(), 400, "invalid_request", ""),
+    ],
+)
+def test_bad_input_gets_a_4xx_json_error_that_says_what_was_wrong(gateway, payload, status, code, says):
+    response = requests.post(f"{gateway}/v1/chat/completions", data=payload,
+                             headers={**auth(), "content-type": "application/json"})
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code and says in error["message"]
+    assert "Traceback" not in response.text
+
+
+def test_unknown_paths_and_methods_are_json_errors(gateway):
+    assert requests.get(f"{gateway}/v1/nothing", headers=auth()).json()["error"]["code"] == "not_found"
+    assert requests.get(f"{gateway}/v1/chat/completions", headers=auth()).status_code == 405
+
+
+def test_authentication(gateway):
+    body = {"model": "srv-small", "messages": [{"role": "user", "content": "hi"}]}
+    missing = requests.post(f"{gateway}/v1/chat/completions", json=body)
+    wrong = requests.post(f"{gateway}/v1/chat/completions", json=body, headers=auth("nope"))
+    assert missing.status_code == wrong.status_code == 401
+    assert missing.json()["error"]["code"] == "invalid_api_key" and KEY not in wrong.text
+    assert requests.get(f"{gateway}/v1/models").status_code == 401
+    assert requests.post(f"{gateway}/v1/chat/completions", json=body, headers=auth(OTHER_KEY)).status_code == 200
+    assert requests.get(f"{gateway}/healthz").status_code == 200  # health needs no key
+    assert requests.get(f"{gateway}/readyz").json()["status"] == "ready"
+
+
+def test_per_key_request_cap_answers_429_with_retry_after(gateway):
+    body = {"model": "srv-small", "messages": [{"role": "user", "content": "hi"}]}
+    statuses = [requests.post(f"{gateway}/capped/v1/chat/completions", json=body, headers=auth(CAPPED_KEY)) for _ in range(4)]
+    limited = [r for r in statuses if r.status_code == 429]
+    assert statuses[0].status_code == 200 and limited
+    assert int(limited[0].headers["retry-after"]) >= 1 and limited[0].json()["error"]["code"] == "key_quota_exceeded"
+
+
+def test_provider_failures_map_to_5xx_naming_the_cause(gateway, limited_emulator):
+    limited_emulator.configure(fault_rate=1.0)
+    try:
+        response = requests.post(f"{gateway}/v1/chat/completions", headers=auth(),
+                                 json={"model": "srv-limited", "messages": [{"role": "user", "content": "hi"}]})
+    finally:
+        limited_emulator.configure(fault_rate=0.0)
+    assert response.status_code == 503 and "srv-limited" in response.json()["error"]["message"]
+
+
+def test_ad_hoc_patterns(gateway):
+    messages = [{"role": "user", "content": "What is 6 * 7?"}]
+    race = requests.post(f"{gateway}/v1/patterns/race", headers=auth(), json={"messages": messages, "providers": ["srv-small", "srv-large"]})
+    assert race.status_code == 200 and race.json()["orchestray"]["trace"]["kind"] == "race"
+    vote = requests.post(f"{gateway}/v1/patterns/ensemble", headers=auth(),
+                         json={"messages": messages, "providers": ["srv-small"], "samples": 3, "sample_temperature": 0.8})
+    assert vote.status_code == 200 and len(vote.json()["orchestray"]["trace"]["children"]) == 3
+    ghost = requests.post(f"{gateway}/v1/patterns/cascade", headers=auth(), json={"messages": messages, "providers": ["srv-small", "ghost"]})
+    assert ghost.status_code == 404 and "ghost" in ghost.json()["error"]["message"]
+
+
+def test_two_replicas_hammering_one_limited_provider_stay_under_its_limit(gateway, limited_emulator):
+    limited_emulator.reset()
+    body = {"model": "srv-limited", "messages": [{"role": "user", "content": "What is 1 + 1?"}], "max_tokens": 32}
+
+    def call(_):
+        return requests.post(f"{gateway}/v1/chat/completions", json=body, headers=auth(), timeout=60)
+
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        responses = list(pool.map(call, range(80)))
+    assert [r.status_code for r in responses].count(200) == 80
+    stats = limited_emulator.stats()
+    assert stats["served"] == 80 and stats["rate_limited"] == 0
+
+
+# The OpenAPI document fuzzed: whatever the schema allows (and much it does not), never a 5xx.
+schema = schemathesis.openapi.from_dict(api.openapi())
+
+
+@pytest.fixture
+def fuzz_base(gateway):
+    return gateway
+
+
+@schema.parametrize()
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+def test_schema_fuzz_finds_no_5xx(case, fuzz_base):
+    response = case.call(base_url=fuzz_base, headers=auth(), timeout=60)
+    assert response.status_code < 500, f"{case.method} {case.path}: {response.status_code} {response.text[:300]}"
