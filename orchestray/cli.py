@@ -24,7 +24,7 @@ def _batch(args: argparse.Namespace) -> int:
         max_in_flight=args.max_in_flight or config.batch.max_in_flight,
         progress=not args.quiet,
     )
-    result = run_batch_job(args.input, args.output, config, options, address=args.address)
+    result = run_batch_job(args.input, args.output, config, options, address=args.address, workers=args.workers)
     return 0 if result.failed == 0 and result.invalid == 0 else 3
 
 
@@ -68,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--route", help="send every line to this provider or route, whatever body.model says")
     batch.add_argument("--retry-errors", action="store_true", help="run again the lines whose record is an error")
     batch.add_argument("--max-in-flight", type=int, help="requests in flight at once (default from config: 512)")
+    batch.add_argument("--workers", type=int, help="batch workers running routes (default: 2 per node)")
     batch.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local instance)")
     batch.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     batch.set_defaults(run=_batch)

@@ -218,6 +218,7 @@ class ServeConfig(_Strict):
 
 class BatchConfig(_Strict):
     max_in_flight: int = Field(default=512, gt=0, description="requests in flight at once")
+    workers: int | None = Field(default=None, gt=0, description="batch workers for routes (default: 2 per node)")
 
 
 class Config(_Strict):
