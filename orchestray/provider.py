@@ -225,6 +225,14 @@ class Provider:
             await pieces.aclose()
 
     async def _with_retries(self, request: ChatRequest, attempt: Callable[[], Awaitable]):
+        # Most calls succeed at once, and setting tenacity up costs more than the rest of the
+        # provider's bookkeeping together; so the first attempt runs before it, and a failure is
+        # handed to tenacity as the outcome of its attempt 1. Tenacity alone still decides
+        # whether, when and how often to try again: one loop, one policy.
+        try:
+            return await attempt()
+        except Exception as err:
+            first_error: Exception | None = err
         retrying = tenacity.AsyncRetrying(
             sleep=self._sleep,
             before_sleep=self._on_retry,
@@ -232,6 +240,9 @@ class Provider:
         )
         async for try_ in retrying:
             with try_:
+                if first_error is not None:
+                    error, first_error = first_error, None
+                    raise error
                 return await attempt()
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
@@ -355,6 +366,12 @@ class Provider:
         cancelled = isinstance(err, (asyncio.CancelledError, GeneratorExit))
         if cancelled:
             self.stats.cancelled += 1
+            # A call cancelled after running longer than the p95 was slower than the p95 (a
+            # hedged race's slow primary): keep it, or the p95 drifts down as hedges win and
+            # the race hedges ever more. A call cancelled sooner says nothing of its latency.
+            p95 = self.latencies.quantile(0.95, 20)
+            if p95 is not None and latency >= p95:
+                self.latencies.add(latency)
         else:
             self.stats.failed += 1
         outcome = "cancelled" if cancelled else "error"

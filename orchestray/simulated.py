@@ -9,8 +9,9 @@ questions are hard for all) and on per-draw noise, which dominates so that votin
 pays. Answers end with a line `Answer: <value>`, followed by `Confidence: <0..1>` when any message
 asks for a confidence; confidence is informative (high when right, low when wrong).
 
-Questions are handled by skills tried in order (`SKILLS`): multiple choice, arithmetic, generic.
-A task-specific skill is a callable `(Attempt) -> str | None` inserted ahead of the generic one.
+Questions are handled by skills tried in order (`SKILLS`): the Game of 24, multiple choice,
+arithmetic, generic. A task-specific skill is a callable `(Attempt) -> str | None` inserted ahead
+of the generic one (ahead of arithmetic, too, when its prompts contain sample arithmetic).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass, replace
 import msgspec
 
 from orchestray.messages import ChatRequest, Message, estimate_tokens
+from orchestray.tasks import game24
 
 __all__ = [
     "SimProfile",
@@ -38,6 +40,7 @@ __all__ = [
     "choice_skill",
     "arithmetic_skill",
     "generic_skill",
+    "game24_skill",
     "Question",
     "arithmetic_questions",
     "choice_questions",
@@ -202,9 +205,19 @@ def generic_skill(attempt: Attempt) -> str:
     return f'Simulated reply from {attempt.model_name}: about "{topic}". ' + " ".join(picked)
 
 
-# Tried in order; the first that returns text answers. Choice comes before arithmetic because a
-# choice question contains an arithmetic stem. Insert task skills before `generic_skill`.
-SKILLS: list[Skill] = [choice_skill, arithmetic_skill, generic_skill]
+def game24_skill(attempt: Attempt) -> str | None:
+    """The Game of 24 prompts of `orchestray.tasks.game24`: proposals, verdicts and whole chains.
+
+    A game reply is several moves (eight proposals, three steps of a chain), each right or wrong
+    on its own, so the skill grades them with the draw's `accuracy`, not its single `correct`.
+    """
+    return game24.reply(attempt.question, attempt.rng, attempt.accuracy)
+
+
+# Tried in order; the first that returns text answers. The game comes first because its prompts
+# hold sample arithmetic; choice comes before arithmetic because a choice question contains an
+# arithmetic stem. Insert task skills before `generic_skill`.
+SKILLS: list[Skill] = [game24_skill, choice_skill, arithmetic_skill, generic_skill]
 
 
 # --- the model ----------------------------------------------------------------------------------

@@ -14,12 +14,16 @@ from orchestray.config import Config, PriceConfig
 from orchestray.errors import ConfigError
 from orchestray.policies.confidence import acceptance_from_config
 from orchestray.policies.extraction import extractor
+from orchestray.policies.routing import Router
 
 from orchestray.coordinators._base import Coordinator, Model, Resolve
 from orchestray.coordinators.cascade import CascadeCoordinator
 from orchestray.coordinators.ensemble import EnsembleCoordinator
 from orchestray.coordinators.fallback import FallbackCoordinator
+from orchestray.coordinators.pipeline import PipelineCoordinator, PipelineStep
 from orchestray.coordinators.race import RaceCoordinator
+from orchestray.coordinators.router import RouterCoordinator
+from orchestray.coordinators.tree import TreeOfThoughtCoordinator
 
 __all__ = [
     "Coordinator",
@@ -29,6 +33,10 @@ __all__ = [
     "EnsembleCoordinator",
     "CascadeCoordinator",
     "FallbackCoordinator",
+    "TreeOfThoughtCoordinator",
+    "RouterCoordinator",
+    "PipelineCoordinator",
+    "PipelineStep",
     "build_coordinator",
 ]
 
@@ -68,4 +76,19 @@ def build_coordinator(name: str, config: Config, resolve: Resolve) -> Coordinato
             name, resolve, route.providers, accept, judge=route.judge,
             ask_confidence=route.accept == "confidence", price_of=_price_lookup(config),
         )
+    if pattern == "tree_of_thought":
+        return TreeOfThoughtCoordinator(
+            name, resolve, route.providers, task=route.task, breadth=route.breadth, depth=route.depth,
+            evaluations=route.evaluations, max_calls=route.max_calls, max_tokens=route.max_tokens,
+            max_cost=route.max_cost,
+        )
+    if pattern == "route":
+        try:
+            router = Router.from_config(route, prices={p.name: p.price for p in config.providers})
+        except ConfigError as err:
+            where = "." if err.message.startswith("rules[") else ": "
+            raise ConfigError(f"routes.{name}{where}{err.message}") from None
+        return RouterCoordinator(name, resolve, router)
+    if pattern == "pipeline":
+        return PipelineCoordinator(name, resolve, route.steps, on_error=route.on_error)
     raise ConfigError(f"routes.{name}: pattern {pattern!r} has no coordinator")

@@ -74,7 +74,8 @@ class CascadeCoordinator(Coordinator):
             before = len(spans)
             k = self.accept.samples if not last else 0
             try:
-                answer, samples = await self._run_stage(stage, asked, k, spans)
+                # The last stage's answer is accepted whatever it says: no confidence to ask for.
+                answer, samples = await self._run_stage(stage, request if last else asked, k, spans)
             except OrchestrayError as err:
                 causes.append(err)
                 spans.append(failed_span(err, stage))

@@ -194,6 +194,7 @@ async def test_cascade_escalates_exactly_when_the_test_fails():
     stages = answer.trace.data["stages"]
     assert [s["stage"] for s in stages] == ["small", "large"] and stages[0]["score"] == 0.3
     assert answer.trace.data["saved"] == -1  # the large model ran: escalating cost the small call
+    assert "Confidence" not in large.calls[0].messages[-1].content  # the last stage is not asked
 
 
 async def test_cascade_agreement_and_judge_tests():

@@ -202,3 +202,25 @@ async def test_a_timeout_error_names_the_provider(clock):
     provider, _ = make(clock, script=["hang", "hang"], timeout_s=0.02, max_retries=1)
     with pytest.raises(ProviderTimeoutError, match=r"^p: no answer within 0.02s"):
         await provider.complete(request())
+
+
+async def test_a_call_cancelled_past_the_p95_still_counts_in_the_latency_history(clock):
+    provider, backend = make(clock, script=[None] * 20 + ["hang", "hang"], latency=1.0)
+    for _ in range(20):
+        await provider.complete(request())
+    assert await provider.latency_quantile(0.95) == pytest.approx(1.0)
+    backend.latency = 0.0
+
+    async def cancel_after(seconds):
+        task = asyncio.create_task(provider.complete(request()))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        clock.now += seconds
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    await cancel_after(0.2)  # cancelled early: says nothing, not recorded
+    assert len(provider.latencies._values) == 20
+    await cancel_after(5.0)  # slower than the p95: recorded, so hedging delays do not drift down
+    assert len(provider.latencies._values) == 21 and provider.latencies.quantile(1.0) >= 5.0
