@@ -1,4 +1,5 @@
-"""Integration tests share one Ray instance for the whole session, and start emulators on loopback."""
+"""Integration tests share one Ray cluster (a head and two worker nodes on this machine) for the
+whole session, and start emulators on loopback."""
 
 from __future__ import annotations
 
@@ -10,17 +11,61 @@ from orchestray.config import ProviderConfig
 from orchestray.emulator import EmulatorOptions, run_in_thread
 
 
+# Worker nodes carry a `worker` resource, so a test can place work on "some worker node".
+WORKER_NODE = {"num_cpus": 1, "resources": {"worker": 1}}
+
+
 @pytest.fixture(scope="session")
-def ray_session():
+def ray_cluster():
+    """A head node and two worker nodes on this machine (`ray.cluster_utils.Cluster`), for the
+    whole session: every integration test runs multi-node, and test_cluster.py adds and removes
+    workers on it (replacing each one it removes)."""
     import ray
+    import ray._common.utils
+    import ray._private.utils
+    from ray.cluster_utils import Cluster
 
     from orchestray.cluster import NAMESPACE
 
-    # Works with Ray's token authentication on (the default for a new local cluster since
-    # 2.59: the token is generated into ~/.ray/auth_token) or off (RAY_AUTH_MODE=disabled).
-    ray.init(num_cpus=2, include_dashboard=False, namespace=NAMESPACE, logging_level="WARNING")
-    yield ray
-    ray.shutdown()
+    with pytest.MonkeyPatch.context() as patch:
+        # Cluster records its address in /tmp/ray/ray_current_cluster, where a plain `ray.init()`
+        # anywhere on this machine would find it and join the test cluster; the tests connect by
+        # address, so leave that file (and whoever else's address is in it) alone.
+        patch.setattr(ray._private.utils, "write_ray_address", lambda *args, **kwargs: None)
+        patch.setattr(ray._common.utils, "reset_ray_address", lambda *args, **kwargs: None)
+        # Nodes are started directly, not through ray.init(), so token authentication stays off
+        # unless RAY_AUTH_MODE=token is set; the driver below connects by explicit address, which
+        # never switches it on by itself.
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+        try:
+            for _ in range(2):
+                cluster.add_node(**WORKER_NODE)
+            cluster.wait_for_nodes()
+            ray.init(address=cluster.address, namespace=NAMESPACE, logging_level="WARNING")
+            yield cluster
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+
+
+@pytest.fixture(scope="session")
+def add_worker_node(ray_cluster):
+    """Adds a worker node like the first two, once the cluster has it registered."""
+
+    def add():
+        node = ray_cluster.add_node(**WORKER_NODE)
+        ray_cluster.wait_for_nodes(timeout=60)
+        return node
+
+    return add
+
+
+@pytest.fixture(scope="session")
+def ray_session(ray_cluster):
+    """The `ray` module, connected to the session's cluster."""
+    import ray
+
+    return ray
 
 
 @pytest.fixture
