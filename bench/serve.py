@@ -1,0 +1,461 @@
+"""Requests per second and latency through the Ray Serve application, beside a no-op Serve app.
+
+One run against the emulator at zero latency (in its own process) measures, at concurrency 1
+and 32, over loopback HTTP with one aiohttp client:
+
+  (a) noop      a FastAPI ingress deployment answering a fixed small JSON body (defined here)
+  (b) provider  orchestray's Gateway calling one provider actor (openai kind, the emulator)
+  (c) race      orchestray racing two such providers (a `race` route, no hedging)
+
+and, at concurrency 1 only,
+
+  (d) sdk       the same emulator call made directly with `openai.AsyncOpenAI` over aiohttp, no Ray
+
+plus, for interpretation, (a2): the no-op deployment reading the request body before answering,
+which in Serve costs a second Ray call from the replica back to the HTTP proxy.
+
+Every cell first sends an untimed warm-up at its own concurrency, then the same number of
+timed requests as the other cells at that concurrency; latency is measured by the client per
+request. Targets (issue 4): (b) at c=32 reaches 80% of (a)'s throughput, and (b)'s p50 at c=1 is
+at most (a)'s p50 + (d)'s p50 + 3 ms (orchestration itself adds no more than 3 ms).
+
+The emulator, Ray (proxy, replicas, provider actors) and this driver share the machine's cores,
+and on a shared machine so may other people's jobs: every cell records the cores this run used
+and the cores everything else used meanwhile, and a cell during which others used more than
+--max-others cores is measured again after a pause (at most --attempts times in all).
+
+    python bench/serve.py            # 400 requests at c=1, 2000 at c=32
+    python bench/serve.py --quick    # 100 at c=1, 500 at c=32
+"""
+
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Awaitable, Callable
+
+import aiohttp
+import openai
+import ray
+from fastapi import FastAPI, Request
+from ray import serve
+
+from orchestray.cluster import NAMESPACE
+from orchestray.config import parse_config
+from orchestray.emulator import EmulatorOptions, run_in_process
+from orchestray.serving import app_for
+
+RESULTS = Path(__file__).parent / "results" / "serve.json"
+MODEL = "sim-small"
+MAX_TOKENS = 32
+# Bounds: a stuck cell fails the benchmark instead of hanging it.
+CELL_TIMEOUT_S = 300.0
+REQUEST_TIMEOUT_S = 30.0
+READY_TIMEOUT_S = 180.0
+
+# Throughput of (b) at c=32 against (a); orchestration's own added p50 at c=1.
+THROUGHPUT_TARGET = 0.80
+ADDED_P50_TARGET_MS = 3.0
+
+Send = Callable[[int], Awaitable[None]]
+
+
+# (a): the cheapest thing Serve can answer on the same path, with the same deployment settings.
+noop_api = FastAPI()
+NOOP_BODY = {
+    "id": "chatcmpl-noop",
+    "object": "chat.completion",
+    "created": 0,
+    "model": MODEL,
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+}
+
+
+@serve.deployment(name="Noop")
+@serve.ingress(noop_api)
+class Noop:
+    @noop_api.post("/v1/chat/completions")
+    async def chat_completions(self) -> dict:
+        return NOOP_BODY
+
+    # (a2), for interpretation only: Serve hands a replica the request body through a second
+    # Ray call back to the proxy, made when the handler first reads it; (a) never reads it.
+    @noop_api.post("/read-body/v1/chat/completions")
+    async def chat_completions_reading_body(self, request: Request) -> dict:
+        await request.body()
+        return NOOP_BODY
+
+
+@dataclass
+class Cell:
+    target: str
+    concurrency: int
+    requests: int
+    errors: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    mean_ms: float
+    emulator_calls_per_request: float | None = None
+    our_cores: float | None = None
+    other_cores: float | None = None
+    attempts: int = 1
+
+
+def question(i: int) -> str:
+    return f"What is {i % 997} + {i % 89}?"
+
+
+def chat_body(model: str, i: int) -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": question(i)}], "max_tokens": MAX_TOKENS}
+
+
+def quantile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank quantile of an ascending list."""
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, int(q * len(sorted_values) + 0.999999) - 1))
+    return sorted_values[index]
+
+
+async def drive(send: Send, n: int, concurrency: int, warmup: int) -> tuple[int, float, list[float]]:
+    """`warmup` untimed requests, then `n` timed ones, `concurrency` in flight; (errors, s, latencies)."""
+
+    async def run(count: int, latencies: list[float]) -> int:
+        indices = iter(range(count))
+        errors = 0
+
+        async def worker() -> None:
+            nonlocal errors
+            for i in indices:
+                started = time.perf_counter()
+                try:
+                    await send(i)
+                except Exception:
+                    errors += 1
+                    continue
+                latencies.append(time.perf_counter() - started)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return errors
+
+    await asyncio.wait_for(run(warmup, []), CELL_TIMEOUT_S)
+    latencies: list[float] = []
+    started = time.perf_counter()
+    errors = await asyncio.wait_for(run(n, latencies), CELL_TIMEOUT_S)
+    return errors, time.perf_counter() - started, latencies
+
+
+def cell(target: str, concurrency: int, n: int, errors: int, seconds: float, latencies: list[float]) -> Cell:
+    latencies = sorted(latencies)
+    ok = len(latencies)
+    return Cell(
+        target=target,
+        concurrency=concurrency,
+        requests=n,
+        errors=errors,
+        seconds=round(seconds, 3),
+        rps=round(ok / seconds, 1),
+        p50_ms=round(quantile(latencies, 0.50) * 1000, 2),
+        p99_ms=round(quantile(latencies, 0.99) * 1000, 2),
+        mean_ms=round(sum(latencies) / ok * 1000, 2) if ok else float("nan"),
+    )
+
+
+async def bench_http(url: str, model: str, n: int, concurrency: int, warmup: int) -> tuple[int, float, list[float]]:
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+    payloads = [json.dumps(chat_body(model, i)).encode() for i in range(max(n, warmup))]
+    headers = {"content-type": "application/json"}
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def send(i: int) -> None:
+            async with session.post(url, data=payloads[i], headers=headers) as response:
+                await response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"HTTP {response.status}")
+
+        return await drive(send, n, concurrency, warmup)
+
+
+async def bench_sdk(base_url: str, n: int, concurrency: int, warmup: int) -> tuple[int, float, list[float]]:
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0,
+                                http_client=openai.DefaultAioHttpClient())
+    try:
+
+        async def send(i: int) -> None:
+            await client.chat.completions.create(**chat_body(MODEL, i))
+
+        return await drive(send, n, concurrency, warmup)
+    finally:
+        await client.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def neighbours() -> list[str]:
+    """Other test suites, Ray clusters or benchmarks on the machine, sharing our cores."""
+    try:
+        out = subprocess.run(["ps", "-eo", "pid,pcpu,args"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    mine = {str(os.getpid())}
+    found = []
+    for line in out.splitlines()[1:]:
+        pid, _, args = line.strip().partition(" ")
+        if pid not in mine and ("pytest" in args or "raylet" in args or "bench/" in args):
+            found.append(line.strip()[:140])
+    return found
+
+
+class CpuWatch:
+    """Cores used during a cell by this benchmark's processes and by everything else on the machine.
+
+    This run's processes are this driver and its descendants (the emulator, and the Ray instance it
+    started: raylet, GCS, Serve's proxy and replicas, the provider actors). "Others" is the machine's
+    busy time less ours: the other engineers' test suites and benchmarks on the shared cores.
+    """
+
+    _TICK = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self):
+        self._start = self._sample()
+
+    @staticmethod
+    def _busy_s() -> float:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return (sum(fields[:8]) - idle) / CpuWatch._TICK
+
+    @staticmethod
+    def _ours_s() -> float:
+        parents: dict[int, int] = {}
+        used: dict[int, float] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            parents[int(entry)] = int(fields[1])
+            used[int(entry)] = (int(fields[11]) + int(fields[12])) / CpuWatch._TICK
+        ours, frontier = set(), [os.getpid()]
+        while frontier:
+            pid = frontier.pop()
+            ours.add(pid)
+            frontier += [child for child, parent in parents.items() if parent == pid and child not in ours]
+        return sum(used[pid] for pid in ours if pid in used)
+
+    def _sample(self) -> tuple[float, float, float]:
+        return time.perf_counter(), self._busy_s(), self._ours_s()
+
+    def stop(self) -> tuple[float, float]:
+        """(our cores, other cores) on average since the watch started."""
+        wall0, busy0, ours0 = self._start
+        wall1, busy1, ours1 = self._sample()
+        wall = max(wall1 - wall0, 1e-9)
+        ours = (ours1 - ours0) / wall
+        return round(ours, 2), round(max(0.0, (busy1 - busy0) / wall - ours), 2)
+
+
+def wait_ready(url: str, method: str = "GET", body: bytes | None = None) -> None:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        request = urllib.request.Request(url, data=body, method=method, headers={"content-type": "application/json"})
+        try:
+            with opener.open(request, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} was not ready within {READY_TIMEOUT_S:.0f}s")
+
+
+def table(cells: list[Cell]) -> str:
+    rows = [("target", "c", "requests", "errors", "req/s", "p50 ms", "p99 ms", "emulator calls/req",
+             "cores ours", "cores others")]
+    for c in cells:
+        calls = "-" if c.emulator_calls_per_request is None else f"{c.emulator_calls_per_request:.2f}"
+        rows.append((c.target, str(c.concurrency), str(c.requests), str(c.errors), f"{c.rps:.0f}",
+                     f"{c.p50_ms:.2f}", f"{c.p99_ms:.2f}", calls, f"{c.our_cores:.2f}", f"{c.other_cores:.2f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def targets(cells: list[Cell]) -> dict:
+    """The two targets of issue 4, against (a); the same sums against (a2) for interpretation."""
+    by = {(c.target, c.concurrency): c for c in cells}
+    found = {}
+    b32, b1, d1 = by.get(("b provider", 32)), by.get(("b provider", 1)), by.get(("d sdk", 1))
+    for baseline, suffix, informational in (("a noop", "", False), ("a2 noop+body", "_vs_a2", True)):
+        a32, a1 = by.get((baseline, 32)), by.get((baseline, 1))
+        if a32 and b32 and a32.rps:
+            ratio = b32.rps / a32.rps
+            found["throughput_c32_b_over_a" + suffix] = {
+                "value": round(ratio, 3), "target": f">= {THROUGHPUT_TARGET}", "passed": ratio >= THROUGHPUT_TARGET,
+                "informational": informational}
+        if a1 and b1 and d1:
+            added = b1.p50_ms - a1.p50_ms - d1.p50_ms
+            found["added_p50_c1_ms" + suffix] = {
+                "value": round(added, 2), "target": f"<= {ADDED_P50_TARGET_MS}",
+                "bound_ms": round(a1.p50_ms + d1.p50_ms + ADDED_P50_TARGET_MS, 2), "b_p50_ms": b1.p50_ms,
+                "passed": added <= ADDED_P50_TARGET_MS, "informational": informational}
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="100 requests at c=1 and 500 at c=32 (smoke run)")
+    parser.add_argument("-o", "--output", type=Path, default=RESULTS, help="JSON results (default: %(default)s)")
+    parser.add_argument("--max-others", type=float, default=0.25,
+                        help="cores other processes may use during a cell before it is measured again (default: %(default)s)")
+    parser.add_argument("--attempts", type=int, default=3, help="measurements of a cell at most (default: %(default)s)")
+    parser.add_argument("--busy-wait-s", type=float, default=30.0,
+                        help="pause before measuring a cell again (default: %(default)s)")
+    args = parser.parse_args(argv)
+    # (requests, warm-up) per concurrency: the same for every target at that concurrency.
+    plan = {1: (100, 30), 32: (500, 100)} if args.quick else {1: (400, 100), 32: (2000, 400)}
+
+    neighbours_before = neighbours()
+    load = os.getloadavg()
+    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {os.cpu_count()} cores shared by emulator, Ray and driver")
+    if neighbours_before:
+        print("warning: other test, Ray or benchmark processes are running; figures may be polluted:",
+              *neighbours_before, sep="\n  ")
+
+    suffix = uuid.uuid4().hex[:6]
+    provider_names = [f"serve-bench-{suffix}-a", f"serve-bench-{suffix}-b"]
+    route = f"serve-bench-{suffix}-race"
+    cells: list[Cell] = []
+    # Replicas' per-request access logs stay in their log files: streamed to this driver they
+    # would cost the client's core more than some of the cells being measured.
+    # address="local": always a new instance of our own, never a cluster another process started.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, namespace=NAMESPACE, logging_level="WARNING",
+             log_to_driver=False)
+    try:
+        with run_in_process(EmulatorOptions(latency_ms=0.0)) as emulator:
+            port = free_port()
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            base = f"http://127.0.0.1:{port}"
+            try:
+                config = parse_config({
+                    "providers": [{"name": name, "kind": "openai", "model": MODEL, "base_url": emulator.openai_base_url}
+                                  for name in provider_names],
+                    "routes": {route: {"pattern": "race", "providers": provider_names}},
+                    "serve": {"num_replicas": 1, "replica_num_cpus": 0, "api_keys_env": None},
+                }, "bench")
+                settings = config.serve
+                noop = Noop.options(num_replicas=1, max_ongoing_requests=settings.max_ongoing_requests,
+                                    ray_actor_options={"num_cpus": 0})
+                serve.run(noop.bind(), name="noop", route_prefix="/noop", blocking=False)
+                serve.run(app_for(config), name="orchestray", route_prefix="/", blocking=False)
+                wait_ready(f"{base}/readyz")
+                wait_ready(f"{base}/noop/v1/chat/completions", "POST", b"{}")
+                print(f"Serve on {base}; emulator at {emulator.openai_base_url} (pid {emulator.pid})", flush=True)
+
+                endpoints = {
+                    "a noop": (f"{base}/noop/v1/chat/completions", MODEL),
+                    "a2 noop+body": (f"{base}/noop/read-body/v1/chat/completions", MODEL),
+                    "b provider": (f"{base}/v1/chat/completions", provider_names[0]),
+                    "c race": (f"{base}/v1/chat/completions", route),
+                }
+                order = [("d sdk", 1)] + [(t, c) for c in (1, 32) for t in endpoints]
+                for target, concurrency in order:
+                    n, warmup = plan[concurrency]
+                    for attempt in range(1, args.attempts + 1):
+                        if target == "d sdk":
+                            coro = bench_sdk(emulator.openai_base_url, n, concurrency, warmup)
+                        else:
+                            url, model = endpoints[target]
+                            coro = bench_http(url, model, n, concurrency, warmup)
+                        served_before = emulator.stats()["served"]
+                        watch = CpuWatch()
+                        errors, seconds, latencies = asyncio.run(coro)
+                        ours, others = watch.stop()
+                        result = cell(target, concurrency, n, errors, seconds, latencies)
+                        result.our_cores, result.other_cores, result.attempts = ours, others, attempt
+                        if not target.startswith("a"):
+                            calls = emulator.stats()["served"] - served_before
+                            result.emulator_calls_per_request = round(calls / (n + warmup), 2)
+                        print(f"  {target} c={concurrency}: {result.rps:.0f} req/s, p50 {result.p50_ms:.2f} ms, "
+                              f"p99 {result.p99_ms:.2f} ms ({errors} errors; cores: ours {ours:.2f}, others {others:.2f})",
+                              flush=True)
+                        if others <= args.max_others or attempt == args.attempts:
+                            break
+                        print(f"    other processes used {others:.2f} cores (> {args.max_others}); "
+                              f"measuring again in {args.busy_wait_s:.0f} s", flush=True)
+                        time.sleep(args.busy_wait_s)
+                    cells.append(result)
+            finally:
+                serve.shutdown()
+                for name in provider_names:
+                    try:
+                        ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+                    except ValueError:
+                        pass  # never created
+    finally:
+        ray.shutdown()
+
+    found = targets(cells)
+    print()
+    print(table(cells))
+    print()
+    for name, t in found.items():
+        verdict = "PASS" if t["passed"] else "FAIL"
+        if t["informational"]:
+            verdict = f"(against a2, for interpretation: would {verdict})"
+        print(f"{name}: {t['value']} (target {t['target']}) {verdict}")
+
+    report = {
+        "benchmark": "serve",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "load_average_before": [round(x, 2) for x in load],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "other_processes_before": neighbours_before,
+        "settings": {
+            "quick": args.quick,
+            "max_other_cores": args.max_others,
+            "attempts": args.attempts,
+            "requests_and_warmup_by_concurrency": {str(c): {"requests": n, "warmup": w} for c, (n, w) in plan.items()},
+            "replicas": {"Gateway": 1, "Coordinators": 1, "Noop": 1, "num_cpus": 0},
+            "emulator": {"latency_ms": 0, "rpm": None, "process": "own"},
+            "client": "aiohttp, one session per cell, pool = concurrency; (d) openai.AsyncOpenAI + DefaultAioHttpClient",
+            "versions": {"ray": ray.__version__, "openai": openai.__version__, "aiohttp": aiohttp.__version__},
+        },
+        "results": [asdict(c) for c in cells],
+        "targets": found,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
