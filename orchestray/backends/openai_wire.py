@@ -4,16 +4,45 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator
 
+import msgspec
 import openai
 
 from orchestray.backends._reply import Reply, parse_quota
 from orchestray.backends._sdk_errors import from_sdk_error
 from orchestray.config import ProviderConfig
+from orchestray.errors import ProviderUnavailableError
 from orchestray.messages import ChatRequest
 
 __all__ = ["OpenAIBackend"]
 
 _FINISH = {"stop": "stop", "length": "length", "content_filter": "content_filter", "tool_calls": "tool_calls"}
+
+
+# A view of a chat completion: only what a Reply needs. msgspec skips the rest of the body,
+# which is several times cheaper than the SDK building its pydantic models for every answer.
+class _Usage(msgspec.Struct):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class _Message(msgspec.Struct):
+    content: str | None = None
+
+
+class _Choice(msgspec.Struct):
+    message: _Message | None = None
+    finish_reason: str | None = None
+
+
+class _ChatCompletion(msgspec.Struct):
+    model: str | None = None
+    choices: list[_Choice] | None = None
+    usage: _Usage | None = None
+
+
+_decode_completion = msgspec.json.Decoder(_ChatCompletion).decode
+# What `client.post` hands back: the HTTP response, headers and body, unparsed.
+_RAW = openai.AsyncAPIResponse[object]
 
 
 class OpenAIBackend:
@@ -49,18 +78,28 @@ class OpenAIBackend:
         return params
 
     async def complete(self, request: ChatRequest) -> Reply:
+        params = self._params(request)
+        options = {"timeout": params.pop("timeout")} if "timeout" in params else {}
         try:
-            raw = await self._client.chat.completions.with_raw_response.create(**self._params(request))
-            response = raw.parse()
+            # The SDK's own client (auth, base URL, transport, timeouts, status errors), posting
+            # the body `chat.completions.create` would send: our params are plain JSON already,
+            # so its per-call typed-dict transform and pydantic parse are skipped (see _ChatCompletion).
+            raw = await self._client.post("/chat/completions", body=params, cast_to=_RAW, options=options)
+            body = await raw.read()
         except openai.OpenAIError as err:
             raise from_sdk_error(err, openai, self.name, self._secrets) from None
+        try:
+            response = _decode_completion(body)
+        except msgspec.DecodeError as err:
+            raise ProviderUnavailableError(f"the answer is not a chat completion: {err}", provider=self.name) from None
         choice = response.choices[0] if response.choices else None
+        message = choice.message if choice else None
         usage = response.usage
         return Reply(
-            text=(choice.message.content or "") if choice else "",
-            input_tokens=usage.prompt_tokens if usage else 0,
-            output_tokens=usage.completion_tokens if usage else 0,
-            finish_reason=_FINISH.get(choice.finish_reason if choice else "", "stop"),
+            text=(message.content or "") if message else "",
+            input_tokens=(usage.prompt_tokens or 0) if usage else 0,
+            output_tokens=(usage.completion_tokens or 0) if usage else 0,
+            finish_reason=_FINISH.get((choice.finish_reason or "") if choice else "", "stop"),
             model=response.model or self.model,
             quota=parse_quota(raw.headers),
         )
