@@ -23,13 +23,14 @@ from orchestray.config import Config
 from orchestray.messages import ChatRequest, Completion
 
 from orchestray.actors.directory import ModelDirectory
+from orchestray.actors.multiplex import Multiplexed
 from orchestray.actors.provider import ModelHandle
 
 __all__ = ["BatchWorker", "WorkerPool", "run_batch_job"]
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0, max_concurrency=10_000)
-class BatchWorker:
+class BatchWorker(Multiplexed):
     """Runs routes in-process for the batch driver; providers stay the shared actors."""
 
     def __init__(self, config_json: str):

@@ -11,6 +11,7 @@ from orchestray.config import Config
 from orchestray.coordinators import build_coordinator
 from orchestray.messages import ChatRequest, Chunk, Completion
 
+from orchestray.actors.multiplex import Multiplexed
 from orchestray.actors.provider import NAMESPACE, ModelHandle
 
 __all__ = ["CoordinatorActor", "route_handle"]
@@ -23,7 +24,7 @@ def _fingerprint(config_json: str) -> str:
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0, max_concurrency=_MAX_CONCURRENCY)
-class CoordinatorActor:
+class CoordinatorActor(Multiplexed):
     """A thin shell around a coordinator from `orchestray.coordinators`."""
 
     def __init__(self, route: str, config_json: str):

@@ -11,13 +11,15 @@ import os
 from typing import AsyncIterator
 
 import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
+from ray.exceptions import RayTaskError
 
 from orchestray.backends import make_backend
 from orchestray.config import ProviderConfig
 from orchestray.errors import ProviderUnavailableError
 from orchestray.messages import ChatRequest, Chunk, Completion
 from orchestray.provider import Provider, ProviderStats
+
+from orchestray.actors.multiplex import ACTOR_GONE, Channel, Multiplexed, unwrap
 
 __all__ = ["ProviderActor", "ModelHandle", "ProviderHandle", "Secret", "NAMESPACE", "provider_handle"]
 
@@ -49,7 +51,7 @@ def _api_key(config: ProviderConfig, secret: Secret | None) -> str | None:
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0, max_concurrency=_MAX_CONCURRENCY)
-class ProviderActor:
+class ProviderActor(Multiplexed):
     """A thin shell around `orchestray.provider.Provider`."""
 
     def __init__(self, config_json: str, secret: Secret | None = None):
@@ -87,46 +89,42 @@ class ProviderActor:
         return self._provider.name
 
 
-_ACTOR_GONE = (ActorDiedError, ActorUnavailableError, RayActorError)
-# A crashed provider actor restarts by itself; calls caught in the crash are tried again this
-# many times, then fail as an unavailable provider (so coordinators can fall back).
-_RESTART_RETRIES = 2
-_RESTART_WAIT_S = 0.5
-
-
 class ModelHandle:
     """What callers hold: `complete` and `stream` on a provider or coordinator actor, with Ray's
     errors unwrapped into orchestray's.
 
-    Picklable, so coordinators and Serve replicas receive it as an argument. Cancelling the
-    awaiting task cancels the call in the actor, which aborts its HTTP request and frees its
-    concurrency slot and unused token budget.
+    Picklable, so coordinators and Serve replicas receive it as an argument. A call made while
+    others to the same actor are in flight shares Ray calls with them (`multiplex.Channel`).
+    Cancelling the awaiting task cancels the call in the actor, which aborts its HTTP request and
+    frees its concurrency slot and unused token budget. Calls caught in an actor crash are tried
+    again on the restarted actor, a few times, then fail as ProviderUnavailableError.
     """
 
     def __init__(self, name: str, actor):
         self.name = name
         self.actor = actor
+        self._channel: Channel | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
 
+    def __getstate__(self) -> dict:
+        return {"name": self.name, "actor": self.actor}  # a channel belongs to one process's loop
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["name"], state["actor"])
+
+    def channel(self) -> Channel:
+        loop = asyncio.get_running_loop()
+        if self._channel is None or self._channel.loop is not loop:
+            self._channel = Channel(self.actor, self.name, loop)
+        return self._channel
+
     async def complete(self, request: ChatRequest) -> Completion:
-        for attempt in range(_RESTART_RETRIES + 1):
-            ref = self.actor.complete.remote(request)
-            try:
-                return await ref
-            except asyncio.CancelledError:
-                ray.cancel(ref)
-                raise
-            except RayTaskError as err:
-                raise _cause(err) from None
-            except _ACTOR_GONE as err:
-                if attempt == _RESTART_RETRIES:
-                    raise ProviderUnavailableError(
-                        f"provider actor is not answering ({type(err).__name__})", provider=self.name
-                    ) from None
-                await asyncio.sleep(_RESTART_WAIT_S * (attempt + 1))
-        raise AssertionError("unreachable")
+        channel = self.channel()
+        if channel.busy:
+            return await channel.call(request)
+        return await channel.call_direct(request)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         refs = self.actor.stream.remote(request)
@@ -134,14 +132,15 @@ class ModelHandle:
             async for ref in refs:
                 yield await ref
         except RayTaskError as err:
-            raise _cause(err) from None
-        except _ACTOR_GONE as err:
+            raise unwrap(err) from None
+        except ACTOR_GONE as err:
             raise ProviderUnavailableError(
                 f"provider actor stopped mid-stream ({type(err).__name__})", provider=self.name
             ) from None
         except (asyncio.CancelledError, GeneratorExit):
             ray.cancel(refs)
             raise
+
 
 class ProviderHandle(ModelHandle):
     """A provider actor's handle: also its running stats and latency percentiles."""
@@ -151,11 +150,6 @@ class ProviderHandle(ModelHandle):
 
     async def latency_quantile(self, q: float, min_samples: int = 1) -> float | None:
         return await self.actor.latency_quantile.remote(q, min_samples)
-
-
-def _cause(err: RayTaskError) -> BaseException:
-    cause = getattr(err, "cause", None)
-    return cause if isinstance(cause, BaseException) else ProviderUnavailableError(str(err))
 
 
 def provider_handle(config: ProviderConfig, ensure_config: bool = True) -> ProviderHandle:

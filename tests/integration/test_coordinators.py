@@ -57,6 +57,8 @@ async def test_race_losers_are_cancelled_at_the_emulator(ray_session):
     with emulators(fast={"latency_ms": 20}, slow={"latency_ms": 3000}) as emus:
         directory, s = setup(ray_session, emus, {"race": {"pattern": "race", "providers": ["slow", "fast"]}})
         try:
+            # Both provider actors up first: a loser still starting is cancelled before it sends anything.
+            await asyncio.gather(directory.get(f"slow-{s}").stats(), directory.get(f"fast-{s}").stats())
             answers = await asyncio.gather(*(directory.get(f"race-{s}").complete(question(f"What is {i} + 4?")) for i in range(5)))
             assert {a.provider for a in answers} == {f"fast-{s}"}
             assert all("cancelled" in a.trace.decision for a in answers)

@@ -9,7 +9,7 @@ import pytest
 
 from orchestray.actors.provider import provider_handle
 from orchestray.errors import ProviderTimeoutError, ProviderUnavailableError
-from orchestray.messages import ChatRequest, Message
+from orchestray.messages import ChatRequest, Message, estimate_tokens
 
 pytestmark = pytest.mark.integration
 
@@ -113,3 +113,18 @@ async def test_a_crashed_provider_actor_restarts_and_no_call_hangs(ray_session, 
         # Each call was either retried on the restarted actor or failed clearly.
         assert error is None or isinstance(error, ProviderUnavailableError)
     assert (await handle.complete(ask())).content
+
+
+async def test_many_calls_in_flight_share_ray_calls_and_each_gets_its_own_answer(provider_config, emulator, kill_actors):
+    """Beyond the first, calls made while others are in flight go through `multiplex.Channel`."""
+    emulator.configure(latency_ms=30)
+    handle = provider_handle(provider_config())
+    kill_actors(handle)
+    # Prompts of different lengths: each answer's reported input tokens tell whose answer it is.
+    requests = [ChatRequest(messages=(Message("user", "word " * (i + 1)),), max_tokens=8) for i in range(60)]
+    answers = await asyncio.gather(*(handle.complete(r) for r in requests))
+    assert [a.input_tokens for a in answers] == [estimate_tokens(r.prompt_text()) for r in requests]
+    assert len({a.input_tokens for a in answers}) > 30
+    assert emulator.stats()["served"] == 60
+    stats = await handle.stats()
+    assert stats.requests == 60 and stats.in_flight == 0
