@@ -2,7 +2,7 @@
 
 The emulator runs in its own process, limited to R requests a minute enforced per second (a
 bucket refilling at R/60 a second and holding one second's worth, so R/60 can go at once), with
-heavy-tailed latency (lognormal). Two clients send the same N requests, C at a time:
+heavy-tailed latency (lognormal). The clients send the same N requests, C at a time:
 
   orchestray   one provider actor configured with the same rpm (`ProviderHandle.complete`)
   sdk+sem(C)   `openai.AsyncOpenAI` with its defaults (2 retries, httpx) behind asyncio.Semaphore(C),
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     print(
         "steady = emulator admissions/s over whole seconds 1..last-1 (second 0 holds the initial burst, "
-        "the last is partial); overall = (answered - burst allowance) / wall time"
+        "the last is partial); (answered-burst)/wall = answered requests less the burst allowance, over the wall time"
     )
     ours = results[0]
     targets = {

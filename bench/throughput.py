@@ -3,23 +3,22 @@
 The emulator runs in its own process with no latency and no limit, so what is measured is each
 client's own cost per request. The clients send the same N requests, C at a time:
 
-  actor        one provider actor (`ProviderHandle.complete` from this driver, through Ray)
+  actor        one provider actor (`ProviderHandle.complete` from this driver, through Ray; with
+               64 in flight, calls share Ray calls through `actors/multiplex.py`)
   sdk-httpx    `openai.AsyncOpenAI` as it comes (default httpx transport), no Ray
   sdk-aiohttp  `openai.AsyncOpenAI(http_client=openai.DefaultAioHttpClient())`, no Ray
   raw-aiohttp  an aiohttp session posting the JSON body, no SDK
-  ray-noop     an async Ray actor answering a canned Completion with no HTTP at all: what Ray's
-               own per-call cost leaves for `actor` on this machine (a reference, not a client)
+  backend      orchestray's OpenAI backend called in this driver: the SDK's client posting the
+               body, the answer decoded with msgspec; no Ray, no limiter. The most any provider
+               whose calls go through the SDK can reach on one core (a reference, not a client)
+  ray-noop     an async Ray actor answering a canned Completion with no HTTP at all: Ray's own
+               per-call cost alone, the most `actor` could reach here (a reference, not a client)
 
 Every client first sends an untimed warm-up. The clients take turns, round after round, and the
 table shows each one's best round (the one least disturbed by anything else on the machine);
 the JSON keeps every round. The emulator, the actor's process and this driver share the
 machine's cores, so beside the rate the table gives the CPU each process spent per request
 (from /proc), which shows where the time goes.
-
-Ray starts its workers, the provider actor among them, at nice 15. So that the actor is not
-starved by two nice-0 neighbours it would not have in a deployment (callers there are Ray
-workers too, and the provider is another machine), this driver and the emulator lower
-themselves to the same niceness once Ray is up (`--keep-priority` leaves them at their own).
 
     python bench/throughput.py            # N=5000, C=64, 2 rounds
     python bench/throughput.py --quick    # N=1000, 1 round
@@ -45,6 +44,7 @@ import openai
 import ray
 
 from orchestray.actors.provider import NAMESPACE, provider_handle
+from orchestray.backends.openai_wire import OpenAIBackend
 from orchestray.config import ProviderConfig
 from orchestray.emulator import EmulatorOptions, run_in_process
 from orchestray.messages import ChatRequest, Completion, Message, Span
@@ -137,19 +137,6 @@ async def drive(send: Send, n: int, concurrency: int, warmup: int, pids: dict[st
     return errors, seconds, cpu
 
 
-def match_worker_niceness(emulator_pid: int) -> int:
-    """Lower this driver and the emulator to the niceness of Ray's workers (a worker's own)."""
-    probe = NoopActor.remote()
-    try:
-        worker = ray.get(probe.__ray_call__.remote(lambda _self: os.getpriority(os.PRIO_PROCESS, 0)))
-    finally:
-        ray.kill(probe)
-    for pid in (0, emulator_pid):
-        if os.getpriority(os.PRIO_PROCESS, pid) < worker:
-            os.setpriority(os.PRIO_PROCESS, pid, worker)
-    return worker
-
-
 def actor_pid(actor) -> int:
     return ray.get(actor.__ray_call__.remote(lambda _self: os.getpid()))
 
@@ -196,6 +183,19 @@ async def bench_raw(base_url: str, n: int, concurrency: int, warmup: int, emulat
         return await drive(send, n, concurrency, warmup, {"emulator": emulator_pid})
 
 
+async def bench_backend(base_url: str, n: int, concurrency: int, warmup: int, emulator_pid: int):
+    backend = OpenAIBackend(ProviderConfig(name="bench-backend", kind="openai", model=MODEL, base_url=base_url), "bench")
+    try:
+        requests = chat_requests(max(n, warmup))
+
+        async def send(i: int) -> None:
+            await backend.complete(requests[i])
+
+        return await drive(send, n, concurrency, warmup, {"emulator": emulator_pid})
+    finally:
+        await backend.close()
+
+
 @ray.remote(num_cpus=0, max_concurrency=10_000)
 class NoopActor:
     """The provider actor's shape (async, a ChatRequest in, a Completion out) with no work inside."""
@@ -223,6 +223,7 @@ CLIENTS: dict[str, Callable[..., Awaitable[tuple[int, float, dict]]]] = {
     "sdk-httpx": lambda *a: bench_sdk(*a, aiohttp_transport=False),
     "sdk-aiohttp": lambda *a: bench_sdk(*a, aiohttp_transport=True),
     "raw-aiohttp": bench_raw,
+    "backend": bench_backend,
     "ray-noop": bench_ray_noop,
 }
 
@@ -259,9 +260,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=500, help="untimed requests per client first (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=2, help="turns each client takes; the best counts (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="N=1000, warm-up 200, 1 round")
-    parser.add_argument(
-        "--keep-priority", action="store_true", help="leave the driver and emulator at their niceness, not the actor's"
-    )
     parser.add_argument("--clients", default=",".join(CLIENTS), help="comma-separated subset of: " + ", ".join(CLIENTS))
     parser.add_argument("-o", "--output", type=Path, default=RESULTS, help="JSON results (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -279,14 +277,10 @@ def main(argv: list[str] | None = None) -> int:
         print("warning: other pytest/Ray processes are running; figures may be polluted:", *neighbours, sep="\n  ")
 
     rounds: list[Result] = []
-    niceness = None
     # address="local": always a fresh instance of our own, never someone else's running cluster.
     ray.init(address="local", num_cpus=2, include_dashboard=False, namespace=NAMESPACE, logging_level="WARNING")
     try:
         with run_in_process(EmulatorOptions(latency_ms=0.0)) as emulator:
-            if not args.keep_priority:
-                niceness = match_worker_niceness(emulator.pid)
-                print(f"driver and emulator lowered to nice {niceness}, the niceness of Ray's workers", flush=True)
             for turn in range(1, args.rounds + 1):
                 for name in clients:
                     emulator.reset()
@@ -319,8 +313,25 @@ def main(argv: list[str] | None = None) -> int:
     if {"actor", "sdk-aiohttp"} <= by_name.keys():
         ratio = by_name["actor"].rps / by_name["sdk-aiohttp"].rps
         targets["actor_vs_sdk_aiohttp"] = {"ratio": round(ratio, 2), "target": ">= 0.75", "passed": ratio >= 0.75}
+    if {"backend", "sdk-httpx"} <= by_name.keys():
+        # Not a target: how far the SDK path alone gets, with no Ray and no limiter at all.
+        targets["backend_vs_sdk_httpx"] = {
+            "ratio": round(by_name["backend"].rps / by_name["sdk-httpx"].rps, 2), "target": "reference", "passed": None
+        }
+    # The same ratios within each round, whose clients ran minutes apart at most.
+    pairs = {"actor_vs_sdk_httpx": ("actor", "sdk-httpx"), "actor_vs_sdk_aiohttp": ("actor", "sdk-aiohttp"),
+             "backend_vs_sdk_httpx": ("backend", "sdk-httpx")}
+    for key, (ours, base) in pairs.items():
+        if key in targets:
+            per_round = []
+            for turn in range(1, args.rounds + 1):
+                pair = {r.client: r.rps for r in rounds if r.round == turn}
+                per_round.append(round(pair[ours] / pair[base], 2))
+            targets[key]["per_round"] = per_round
     for key, t in targets.items():
-        print(f"{key}: {t['ratio']:.2f} (target {t['target']}) {'PASS' if t['passed'] else 'FAIL'}")
+        rounds_text = ", ".join(f"{x:.2f}" for x in t["per_round"])
+        verdict = "(reference)" if t["passed"] is None else "PASS" if t["passed"] else "FAIL"
+        print(f"{key}: {t['ratio']:.2f} best to best, per round {rounds_text} (target {t['target']}) {verdict}")
 
     report = {
         "benchmark": "throughput",
@@ -335,7 +346,6 @@ def main(argv: list[str] | None = None) -> int:
             "rounds": args.rounds,
             "emulator": {"latency_ms": 0, "rpm": None, "process": "own"},
             "driver_event_loop": "asyncio (default); Ray runs the actors' loops on uvloop",
-            "driver_and_emulator_niceness": niceness if niceness is not None else "unchanged (--keep-priority)",
             "versions": {"ray": ray.__version__, "openai": openai.__version__, "aiohttp": aiohttp.__version__},
         },
         "results": [asdict(r) for r in results],
