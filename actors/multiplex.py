@@ -314,7 +314,10 @@ class Channel:
                 continue
             failures = 0
             self._note(incarnation)
-            self._ack = seq
+            if incarnation == self._incarnation:
+                # A collect an earlier incarnation answered late still brings good answers, but
+                # its sequence numbers mean nothing to the current one.
+                self._ack = seq
             for call_id, ok, outcome in answers:
                 call = self._calls.pop(call_id, None)
                 if call is None or call.future.done():
