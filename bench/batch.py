@@ -51,6 +51,8 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from _common import busy_neighbours, render_table
+
 RESULTS = Path(__file__).parent / "results" / "batch.json"
 QUICK_RESULTS = Path(__file__).parent / "results" / "batch-quick.json"
 MODEL = "sim-small"
@@ -189,32 +191,6 @@ class Row:
             else round(self.answered_fraction_of_limit, 4),
             "rate_limited_fraction": round(self.rate_limited_fraction, 5),
         }
-
-
-def busy_neighbours() -> list[str]:
-    """Other benchmarks, test suites and Ray instances sharing the two cores (not this run's own)."""
-    try:
-        out = subprocess.run(["ps", "-eo", "pid,ppid,pcpu,args"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    rows = [line.split(None, 3) for line in out.splitlines()[1:]]
-    parent = {r[0]: r[1] for r in rows if len(r) == 4}
-    me, launcher = str(os.getpid()), str(os.getppid())  # the launcher: `timeout`, say
-
-    def ours(pid: str) -> bool:
-        for _ in range(64):  # this process's descendants: its Ray instance, emulator, clients
-            if pid in (me, launcher):
-                return True
-            if pid not in parent or pid == parent[pid]:
-                return False
-            pid = parent[pid]
-        return False
-
-    return [
-        f"{pid} {pcpu}% {args[:120]}"
-        for pid, _, pcpu, args in (r for r in rows if len(r) == 4)
-        if not ours(pid) and any(word in args for word in ("bench/", "pytest", "raylet"))
-    ]
 
 
 def write_input(path: Path, n: int, model: str) -> None:
@@ -494,10 +470,7 @@ def table(rows: list[Row]) -> str:
                 actor,
             )
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    out = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))) for line in lines]
-    out.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(out)
+    return render_table(lines, left=2)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
-import subprocess
 import sys
 import time
 import uuid
@@ -38,6 +36,8 @@ from orchestray.actors.provider import NAMESPACE, provider_handle
 from orchestray.config import ProviderConfig
 from orchestray.emulator import EmulatorHandle, EmulatorOptions, run_in_process
 from orchestray.messages import ChatRequest, Message
+
+from _common import busy_neighbours, question, render_table, write_report
 
 RESULTS = Path(__file__).parent / "results" / "ratelimit.json"
 MODEL = "sim-small"
@@ -63,25 +63,6 @@ class Result:
     @property
     def rate_limited_fraction(self) -> float:
         return self.rate_limited / self.requests
-
-
-def question(i: int) -> str:
-    return f"What is {i % 997} + {i % 89}?"
-
-
-def busy_neighbours() -> list[str]:
-    """Other pytest or Ray processes on the machine, which would share our two cores."""
-    try:
-        out = subprocess.run(["ps", "-eo", "pid,pcpu,args"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    mine = str(os.getpid())
-    found = []
-    for line in out.splitlines()[1:]:
-        pid, _, args = line.strip().partition(" ")
-        if pid != mine and ("bin/pytest" in args or "raylet/raylet" in args):
-            found.append(line.strip()[:120])
-    return found
 
 
 def steady_rate(stats: dict) -> tuple[float, int]:
@@ -201,10 +182,7 @@ def table(results: list[Result]) -> str:
                 str(r.lost),
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return render_table(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -301,9 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": [{**asdict(r), "rate_limited_fraction": round(r.rate_limited_fraction, 4)} for r in results],
         "targets": targets,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    write_report(args.output, report)
     return 0
 
 

@@ -41,7 +41,6 @@ import os
 import platform
 import socket
 import statistics
-import subprocess
 import sys
 import time
 import urllib.error
@@ -61,6 +60,8 @@ from orchestray.cluster import NAMESPACE
 from orchestray.config import parse_config
 from orchestray.emulator import EmulatorOptions, run_in_process
 from orchestray.serving import app_for
+
+from _common import busy_neighbours, question, render_table, write_report
 
 RESULTS = Path(__file__).parent / "results" / "serve.json"
 MODEL = "sim-small"
@@ -119,10 +120,6 @@ class Cell:
     other_cores: float | None = None
     attempts: int = 1
     round: int = 1
-
-
-def question(i: int) -> str:
-    return f"What is {i % 997} + {i % 89}?"
 
 
 def chat_body(model: str, i: int) -> dict:
@@ -216,21 +213,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def neighbours() -> list[str]:
-    """Other test suites, Ray clusters or benchmarks on the machine, sharing our cores."""
-    try:
-        out = subprocess.run(["ps", "-eo", "pid,pcpu,args"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    mine = {str(os.getpid())}
-    found = []
-    for line in out.splitlines()[1:]:
-        pid, _, args = line.strip().partition(" ")
-        if pid not in mine and ("pytest" in args or "raylet" in args or "bench/" in args):
-            found.append(line.strip()[:140])
-    return found
-
-
 class CpuWatch:
     """Cores used during a cell by this benchmark's processes and by everything else on the machine.
 
@@ -306,11 +288,7 @@ def table(cells: list[Cell]) -> str:
         calls = "-" if c.emulator_calls_per_request is None else f"{c.emulator_calls_per_request:.2f}"
         rows.append((c.target, str(c.concurrency), str(c.requests), str(c.errors), f"{c.rps:.0f}",
                      f"{c.p50_ms:.2f}", f"{c.p99_ms:.2f}", calls, f"{c.our_cores:.2f}", f"{c.other_cores:.2f}"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-             for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return render_table(rows)
 
 
 def targets(cells: list[Cell]) -> dict:
@@ -370,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     # (requests, warm-up) per concurrency and round: the same for every target at that concurrency.
     plan = {1: (100, 30), 32: (500, 100)} if args.quick else {1: (200, 50), 32: (1000, 200)}
 
-    neighbours_before = neighbours()
+    neighbours_before = busy_neighbours()
     load = os.getloadavg()
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {os.cpu_count()} cores shared by emulator, Ray and driver")
     if neighbours_before:
@@ -488,9 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": [asdict(c) for c in cells],
         "targets": found,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    write_report(args.output, report)
     return 0
 
 

@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
-import subprocess
 import sys
 import time
 import uuid
@@ -48,6 +46,8 @@ from orchestray.backends.openai_wire import OpenAIBackend
 from orchestray.config import ProviderConfig
 from orchestray.emulator import EmulatorOptions, run_in_process
 from orchestray.messages import ChatRequest, Completion, Message, Span
+
+from _common import busy_neighbours, question, render_table, write_report
 
 RESULTS = Path(__file__).parent / "results" / "throughput.json"
 MODEL = "sim-small"
@@ -71,31 +71,12 @@ class Result:
     round: int = 1
 
 
-def question(i: int) -> str:
-    return f"What is {i % 997} + {i % 89}?"
-
-
 def body(i: int) -> dict:
     return {"model": MODEL, "messages": [{"role": "user", "content": question(i)}], "max_tokens": MAX_TOKENS}
 
 
 def chat_requests(count: int) -> list[ChatRequest]:
     return [ChatRequest(messages=(Message("user", question(i)),), max_tokens=MAX_TOKENS) for i in range(count)]
-
-
-def busy_neighbours() -> list[str]:
-    """Other pytest or Ray processes on the machine, which would share our two cores."""
-    try:
-        out = subprocess.run(["ps", "-eo", "pid,pcpu,args"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    mine = str(os.getpid())
-    found = []
-    for line in out.splitlines()[1:]:
-        pid, _, args = line.strip().partition(" ")
-        if pid != mine and ("bin/pytest" in args or "raylet/raylet" in args):
-            found.append(line.strip()[:120])
-    return found
 
 
 def process_cpu_s(pid: int) -> float:
@@ -247,10 +228,7 @@ def table(results: list[Result], spread: dict[str, dict[str, float]]) -> str:
                 str(cpu.get("emulator", "-")),
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return render_table(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -353,9 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         "spread_rps": spread,
         "targets": targets,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    write_report(args.output, report)
     return 0
 
 
