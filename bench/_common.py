@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
+import time
 from pathlib import Path
 
 
@@ -46,6 +48,15 @@ def render_table(rows: list[tuple[str, ...]], left: int = 1) -> str:
     lines = ["  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def run_header(benchmark: str) -> dict:
+    """What every report opens with: which benchmark, when, on what machine."""
+    return {
+        "benchmark": benchmark,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+    }
 
 
 def write_report(path: Path, report: dict) -> None:

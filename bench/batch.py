@@ -41,7 +41,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -51,7 +50,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from _common import busy_neighbours, render_table
+from _common import busy_neighbours, render_table, run_header
 
 RESULTS = Path(__file__).parent / "results" / "batch.json"
 QUICK_RESULTS = Path(__file__).parent / "results" / "batch-quick.json"
@@ -568,11 +567,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"orchestray {key}: {t['value']} (target {t['target']}) {'PASS' if t['passed'] else 'FAIL'}")
 
     report = {
-        "benchmark": "batch",
+        **run_header("batch"),
         "command": "python bench/batch.py" + (" --quick" if args.quick else ""),
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "elapsed_s": round(time.monotonic() - started, 1),
-        "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in load_after]},
         "other_processes": neighbours,
         "settings": {

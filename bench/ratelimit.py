@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import sys
 import time
 import uuid
@@ -37,7 +36,7 @@ from orchestray.config import ProviderConfig
 from orchestray.emulator import EmulatorHandle, EmulatorOptions, run_in_process
 from orchestray.messages import ChatRequest, Message
 
-from _common import busy_neighbours, question, render_table, write_report
+from _common import busy_neighbours, question, render_table, run_header, write_report
 
 RESULTS = Path(__file__).parent / "results" / "ratelimit.json"
 MODEL = "sim-small"
@@ -255,9 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"orchestray {key}: {t['value']} (target {t['target']}) {'PASS' if t['passed'] else 'FAIL'}")
 
     report = {
-        "benchmark": "ratelimit",
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        **run_header("ratelimit"),
         "load_average_before": [round(x, 2) for x in load],
         "other_processes": neighbours,
         "settings": {

@@ -38,7 +38,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import socket
 import statistics
 import sys
@@ -61,7 +60,7 @@ from orchestray.config import parse_config
 from orchestray.emulator import EmulatorOptions, run_in_process
 from orchestray.serving import app_for
 
-from _common import busy_neighbours, question, render_table, write_report
+from _common import busy_neighbours, question, render_table, run_header, write_report
 
 RESULTS = Path(__file__).parent / "results" / "serve.json"
 MODEL = "sim-small"
@@ -445,9 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {t['value']} median of rounds [{rounds_text}] (target {t['target']}) {verdict}")
 
     report = {
-        "benchmark": "serve",
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        **run_header("serve"),
         "load_average_before": [round(x, 2) for x in load],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "other_processes_before": neighbours_before,

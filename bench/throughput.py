@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import sys
 import time
 import uuid
@@ -47,7 +46,7 @@ from orchestray.config import ProviderConfig
 from orchestray.emulator import EmulatorOptions, run_in_process
 from orchestray.messages import ChatRequest, Completion, Message, Span
 
-from _common import busy_neighbours, question, render_table, write_report
+from _common import busy_neighbours, question, render_table, run_header, write_report
 
 RESULTS = Path(__file__).parent / "results" / "throughput.json"
 MODEL = "sim-small"
@@ -312,9 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key}: {t['ratio']:.2f} best to best, per round {rounds_text} (target {t['target']}) {verdict}")
 
     report = {
-        "benchmark": "throughput",
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        **run_header("throughput"),
         "load_average_before": [round(x, 2) for x in load],
         "other_processes": neighbours,
         "settings": {
