@@ -26,6 +26,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 
 from orchestray.errors import OrchestrayError, ProviderUnavailableError
@@ -212,7 +213,7 @@ class Channel:
                 try:
                     return await ref
                 except asyncio.CancelledError:
-                    _ray_cancel(ref)
+                    ray.cancel(ref)
                     raise
                 except RayTaskError as err:
                     raise unwrap(err) from None
@@ -360,9 +361,3 @@ class Channel:
     def _unavailable(self, err: BaseException | None) -> ProviderUnavailableError:
         why = type(err).__name__ if err is not None else "it restarted"
         return ProviderUnavailableError(f"provider actor is not answering ({why})", provider=self.name)
-
-
-def _ray_cancel(ref) -> None:
-    import ray
-
-    ray.cancel(ref)
