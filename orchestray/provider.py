@@ -25,7 +25,7 @@ from orchestray.errors import (
     ProviderUnavailableError,
     RateLimitedError,
 )
-from orchestray.messages import ChatRequest, Chunk, Completion, Span, estimate_tokens
+from orchestray.messages import ChatRequest, Chunk, Completion, Span
 from orchestray.policies.circuit import CircuitBreaker
 from orchestray.policies.ratelimit import Permit, RateLimiter
 from orchestray.policies.retry import RetryPolicy
@@ -161,8 +161,8 @@ class Provider:
 
     # The budget a call holds in the token bucket until its real usage is known.
     def budget(self, request: ChatRequest) -> tuple[int, int]:
-        prompt = estimate_tokens(request.prompt_text())
-        return prompt, prompt + (request.max_tokens or DEFAULT_OUTPUT_BUDGET)
+        prompt = request.prompt_tokens()
+        return prompt, prompt + max(1, request.n) * (request.max_tokens or DEFAULT_OUTPUT_BUDGET)
 
     async def complete(self, request: ChatRequest) -> Completion:
         prompt_tokens, budget = self.budget(request)
@@ -209,7 +209,8 @@ class Provider:
         try:
             item = first
             while not isinstance(item, Reply):
-                yield Chunk(delta=item)
+                # Backends yield text as plain str (the common case) and richer pieces as Chunks.
+                yield item if isinstance(item, Chunk) else Chunk(delta=item)
                 item = await self._guard(anext(pieces), timeout)
             used = item.input_tokens + item.output_tokens
             yield Chunk(done=True, completion=self._succeed(item, started, attempts))
@@ -348,16 +349,23 @@ class Provider:
             latency_s=latency,
             cost=cost,
             retries=max(0, attempts - 1),
+            dropped=list(reply.dropped),
         )
         return Completion(
             content=reply.text,
             model=reply.model or self.config.model,
             provider=self.name,
+            tool_calls=reply.tool_calls,
+            refusal=reply.refusal,
+            logprobs=reply.logprobs,
+            finish_reason=reply.finish_reason,
+            more_choices=reply.more_choices,
             input_tokens=reply.input_tokens,
             output_tokens=reply.output_tokens,
+            cached_tokens=reply.cached_tokens,
+            reasoning_tokens=reply.reasoning_tokens,
             latency_s=latency,
             cost=cost,
-            finish_reason=reply.finish_reason,
             trace=span,
         )
 

@@ -1,7 +1,9 @@
 """Backends: the one seam between a provider and the model behind it.
 
 A backend has `complete(request) -> Reply` and `stream(request)`, an async iterator of text
-deltas (str) ending with one `Reply`. The OpenAI wire format serves OpenAI and every
+deltas (str) and richer pieces (`Chunk`: tool-call deltas, refusals, other choices) ending with
+one `Reply`. A request field the backend's provider cannot honour raises `RequestError` naming
+the field and the provider before any call: nothing is dropped silently. The OpenAI wire format serves OpenAI and every
 OpenAI-compatible server (by `base_url`); Anthropic has its own; the simulated backend answers
 in-process. Backends raise only `orchestray.errors` exceptions and never retry: the provider's
 single retry loop does.
@@ -13,7 +15,7 @@ from typing import AsyncIterator, Protocol
 
 from orchestray.backends._reply import Quota, Reply
 from orchestray.config import ProviderConfig
-from orchestray.messages import ChatRequest
+from orchestray.messages import ChatRequest, Chunk
 
 __all__ = ["Backend", "Reply", "Quota", "make_backend"]
 
@@ -21,7 +23,7 @@ __all__ = ["Backend", "Reply", "Quota", "make_backend"]
 class Backend(Protocol):
     async def complete(self, request: ChatRequest) -> Reply: ...
 
-    def stream(self, request: ChatRequest) -> AsyncIterator[str | Reply]: ...
+    def stream(self, request: ChatRequest) -> AsyncIterator[str | Chunk | Reply]: ...
 
     async def close(self) -> None: ...
 

@@ -6,7 +6,9 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Mapping
+from typing import Any, Mapping
+
+from orchestray.messages import Choice, ToolCall
 
 __all__ = ["Reply", "Quota", "parse_quota", "parse_retry_after"]
 
@@ -21,12 +23,21 @@ class Quota:
 
 @dataclass(slots=True)
 class Reply:
+    """The first choice's text, tool calls, refusal and logprobs; with n > 1 the rest in `more_choices`."""
+
     text: str
     input_tokens: int
     output_tokens: int
     finish_reason: str = "stop"
     model: str = ""
     quota: Quota | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    refusal: str | None = None
+    logprobs: dict[str, Any] | None = None
+    more_choices: tuple[Choice, ...] = ()
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    dropped: tuple[str, ...] = ()  # request fields the provider refused, dropped on a retry
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
