@@ -67,7 +67,11 @@ class ConfigError(OrchestrayError):
 
 
 class RequestError(OrchestrayError):
-    pass
+    """`param` names the request field at fault, when one is (OpenAI's error `param`)."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
 
 
 class UnknownModelError(RequestError):

@@ -220,6 +220,16 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     def with_changes(self, **changes) -> "ChatRequest":
         return msgspec.structs.replace(self, **changes)
 
+    def set_fields(self) -> list[str]:
+        """The request options the caller set (not messages, nor orchestray's own call settings),
+        with each `extra_body` key as `extra_body.KEY`: what a backend must honour or refuse."""
+        names = [
+            f for f in _OPTION_FIELDS
+            if (value := getattr(self, f)) is not None and value != () and not (f == "n" and value == 1)
+        ]
+        names += [f"extra_body.{key}" for key in self.extra_body or ()]
+        return names
+
     def with_last_user_text(self, text: str) -> "ChatRequest":
         """The same request with its last user turn's text replaced (its images kept)."""
         messages = list(self.messages)
@@ -261,6 +271,12 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
         if fmt is not None and fmt.schema:
             chars += len(json.dumps(fmt.schema, separators=(",", ":")))
         return (chars + 3) // 4 + images
+
+
+_OPTION_FIELDS = tuple(
+    f for f in ChatRequest.__struct_fields__
+    if f not in ("messages", "model", "extra_body", "max_retries", "timeout_s", "request_id")
+)
 
 
 # Answers ───────────────────────────────────────────────────────────────────────────────────

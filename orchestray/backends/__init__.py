@@ -15,9 +15,20 @@ from typing import AsyncIterator, Protocol
 
 from orchestray.backends._reply import Quota, Reply
 from orchestray.config import ProviderConfig
+from orchestray.errors import RequestError
 from orchestray.messages import ChatRequest, Chunk
 
-__all__ = ["Backend", "Reply", "Quota", "make_backend"]
+__all__ = ["Backend", "Reply", "Quota", "make_backend", "refuse_unsupported"]
+
+
+def refuse_unsupported(request: ChatRequest, provider: str, kind: str, supported: frozenset[str]) -> None:
+    """Raise a `RequestError` (a 400 at the gateway) naming the first field of `request` that
+    this provider cannot honour. `supported` holds field names, `extra_body.KEY` entries, or
+    `extra_body.*` for a provider that takes any extra as it is."""
+    for field in request.set_fields():
+        if field in supported or (field.startswith("extra_body.") and "extra_body.*" in supported):
+            continue
+        raise RequestError(f"{field}: not supported by provider {provider!r} ({kind})", param=field)
 
 
 class Backend(Protocol):
