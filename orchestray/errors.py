@@ -77,7 +77,7 @@ class RequestError(OrchestrayError):
 class UnknownModelError(RequestError):
     def __init__(self, model: str, known: list[str] | tuple[str, ...] = ()):
         hint = f"; known: {', '.join(sorted(known))}" if known else ""
-        super().__init__(f"unknown model {model!r}: no provider or route has that name{hint}")
+        super().__init__(f"unknown model {model!r}: no provider or route has that name{hint}", param="model")
         self.model = model
 
 

@@ -43,7 +43,7 @@ from orchestray.errors import (
     error_code,
 )
 from orchestray.messages import ChatRequest, Chunk, Completion
-from orchestray.openai_format import ChatCompletionBody, chunk_body, completion_body, validation_message
+from orchestray.openai_format import ChatCompletionBody, chunk_body, completion_body, describe_errors, validation_message
 from orchestray.policies.ratelimit import TokenBucket
 
 from orchestray.serving._bodies import (
@@ -73,8 +73,9 @@ def _security() -> dict[str, Any]:
 _PUBLIC_PATHS = {"/healthz", "/readyz"}
 
 
-def _error(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(openai_error(status, message, code), status_code=status, headers=headers)
+def _error(status: int, message: str, code: str, headers: dict[str, str] | None = None,
+           param: str | None = None) -> JSONResponse:
+    return JSONResponse(openai_error(status, message, code, param), status_code=status, headers=headers)
 
 
 def _status_of(err: BaseException) -> int:
@@ -105,20 +106,17 @@ def error_response(err: BaseException) -> JSONResponse:
         message = f"{err.provider}: the provider rejected orchestray's credentials"
     else:
         message = str(err)
-    return _error(status, message, error_code(err), headers)
+    return _error(status, message, error_code(err), headers, getattr(err, "param", None))
 
 
 @api.exception_handler(RequestValidationError)
 async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
-    problems = []
-    for e in err.errors():
-        loc = [str(p) for p in e.get("loc", ()) if p != "body"]
-        where = ".".join(loc) or "body"
-        if e.get("type") == "json_invalid":
-            return _error(400, "the body is not valid JSON", "invalid_json")
-        message = "unknown field" if e.get("type") == "extra_forbidden" else e.get("msg", "invalid")
-        problems.append(f"{where}: {message}")
-    return _error(400, "; ".join(problems) or "invalid request body", "invalid_request")
+    errors = err.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return _error(400, "the body is not valid JSON", "invalid_json")
+    # The field at fault goes in OpenAI's `param`, as a path into the body (`messages[0].content`).
+    message, param = describe_errors(errors, err.body)
+    return _error(400, message, "invalid_request", param=param)
 
 
 @api.exception_handler(StarletteHTTPException)
@@ -250,6 +248,18 @@ def _sse(data: Any) -> bytes:
     return b"data: " + (data if isinstance(data, bytes) else json.dumps(data).encode()) + b"\n\n"
 
 
+def models_body(config: Config) -> dict[str, Any]:
+    """OpenAI's model list: providers and routes, without secrets."""
+    created = 0
+    data = [{"id": p.name, "object": "model", "created": created, "owned_by": "orchestray",
+             "orchestray": {"kind": "provider", "provider_kind": p.kind, "model": p.model}}
+            for p in config.providers]
+    data += [{"id": name, "object": "model", "created": created, "owned_by": "orchestray",
+              "orchestray": {"kind": "route", "pattern": route.pattern}}
+             for name, route in config.routes.items()]
+    return {"object": "list", "data": data}
+
+
 @serve.deployment(name="Coordinators")
 class Coordinators:
     """Runs routes and ad-hoc patterns in-process, against the shared provider actors."""
@@ -325,14 +335,7 @@ class Gateway:
 
     @api.get("/v1/models", summary="Providers and routes (no secrets)")
     async def models(self) -> dict[str, Any]:
-        created = 0
-        data = [{"id": p.name, "object": "model", "created": created, "owned_by": "orchestray",
-                 "orchestray": {"kind": "provider", "provider_kind": p.kind, "model": p.model}}
-                for p in self.config.providers]
-        data += [{"id": name, "object": "model", "created": created, "owned_by": "orchestray",
-                  "orchestray": {"kind": "route", "pattern": route.pattern}}
-                 for name, route in self.config.routes.items()]
-        return {"object": "list", "data": data}
+        return models_body(self.config)
 
     # Chat completions
 
@@ -344,7 +347,9 @@ class Gateway:
             raise UnknownModelError(request.model, self.config.model_names())
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(self._stream(request, request_id, include_usage, http),
+            chunks = self._chunks(request)
+            first = await self._first_chunk(chunks)
+            return StreamingResponse(self._stream(request, request_id, include_usage, http, chunks, first),
                                      media_type="text/event-stream", headers={"cache-control": "no-cache"})
         if request.model in self.providers:
             completion = await self.providers[request.model].complete(request)
@@ -361,33 +366,59 @@ class Gateway:
                             headers={"x-orchestray-cost": f"{completion.cost:.10f}",
                                      "x-orchestray-provider": completion.provider})
 
-    async def _stream(self, request: ChatRequest, request_id: str, include_usage: bool, http: Request):
+    def _chunks(self, request: ChatRequest):
+        if request.model in self.providers:
+            return aiter(self.providers[request.model].stream(request))
+        return aiter(self.coordinators.options(stream=True).stream.remote(request))
+
+    async def _first_chunk(self, chunks) -> Chunk:
+        """The stream's first chunk, before any byte is sent: a request refused before the
+        answer began (a field the provider cannot honour, an unknown model) gets its 4xx."""
+        try:
+            return await anext(chunks)
+        except RayTaskError as err:
+            cause = getattr(err, "cause", None)
+            raise (cause if isinstance(cause, OrchestrayError) else ProviderUnavailableError("coordinator failed")) from None
+        except StopAsyncIteration:
+            raise ProviderUnavailableError("the stream ended before its answer") from None
+
+    async def _stream(self, request: ChatRequest, request_id: str, include_usage: bool, http: Request,
+                      chunks, first: Chunk):
+        """OpenAI's chunk sequence: per choice a role chunk, then its content, refusal and
+        tool-call deltas; at the end one finish chunk per choice (with its logprobs), then the
+        usage chunk when asked for, then [DONE]."""
         created = int(time.time())
         model = request.model
-        if model in self.providers:
-            chunks = self.providers[model].stream(request)
-        else:
-            chunks = self.coordinators.options(stream=True).stream.remote(request)
-        first = True
+        opened: set[int] = set()
+
+        def piece(chunk: Chunk) -> bytes:
+            role = chunk.choice not in opened
+            opened.add(chunk.choice)
+            return _sse(chunk_body(request_id, model, created, delta=chunk.delta, role=role, choice=chunk.choice,
+                                   tool_calls=chunk.tool_calls, refusal=chunk.refusal))
+
         try:
-            async for chunk in chunks:
-                if chunk.done:
-                    completion = chunk.completion
-                    yield _sse(chunk_body(request_id, model, created, finish_reason=completion.finish_reason))
-                    if include_usage:
-                        yield _sse(chunk_body(request_id, model, created, completion=completion))
-                    key_id = getattr(http.state, "key_id", None)
-                    if _security()["quota"] is not None and key_id is not None:
-                        _security()["quota"].spend.remote(key_id, completion.cost)
-                    break
-                yield _sse(chunk_body(request_id, model, created, delta=chunk.delta, role=first))
-                first = False
-        except (OrchestrayError, RayTaskError) as err:
+            chunk = first
+            while not chunk.done:
+                yield piece(chunk)
+                chunk = await anext(chunks)
+            completion = chunk.completion
+            for choice in completion.choices():
+                if choice.index not in opened:
+                    yield piece(Chunk(choice=choice.index))
+                yield _sse(chunk_body(request_id, model, created, finish_reason=choice.finish_reason,
+                                      choice=choice.index, logprobs=choice.logprobs))
+            if include_usage:
+                yield _sse(chunk_body(request_id, model, created, completion=completion))
+            key_id = getattr(http.state, "key_id", None)
+            if _security()["quota"] is not None and key_id is not None:
+                _security()["quota"].spend.remote(key_id, completion.cost)
+        except (OrchestrayError, RayTaskError, StopAsyncIteration) as err:
             # Headers are gone; the error travels as an event, as OpenAI's streams do.
             cause = getattr(err, "cause", err) if isinstance(err, RayTaskError) else err
             if not isinstance(cause, OrchestrayError):
                 cause = ProviderUnavailableError("coordinator failed")
-            yield _sse(openai_error(_status_of(cause), str(cause), error_code(cause)))
+            yield _sse(openai_error(_status_of(cause), str(cause), error_code(cause), getattr(cause, "param", None)))
         yield _sse(b"[DONE]")
 
     # Ad-hoc patterns
