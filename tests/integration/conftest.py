@@ -93,3 +93,18 @@ def kill_actors(ray_session):
     yield made.append
     for handle in made:
         ray_session.kill(handle.actor, no_restart=True)
+
+
+@pytest.fixture(scope="module")
+def serve_base_url(ray_session):
+    """Ray Serve's HTTP proxy on a free loopback port for one module; yields its base URL."""
+    import socket
+
+    from ray import serve
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()

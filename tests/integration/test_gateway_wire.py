@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import socket
 import time
 
 import openai
@@ -34,12 +33,6 @@ CALCULATOR = {"type": "function", "function": {
 QUESTION = "What is 17 * 3?"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def wire_emulator():
     with run_in_thread(EmulatorOptions(latency_ms=0.0, accuracy=1.0)) as emu:
@@ -47,11 +40,9 @@ def wire_emulator():
 
 
 @pytest.fixture(scope="module")
-def base_url(ray_session, wire_emulator):
+def base_url(serve_base_url, wire_emulator):
     from ray import serve
 
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
     exact = {"latency_ms": 1, "latency_sigma": 0.1, "accuracy": 1.0}
     config = parse_config({
         "providers": [
@@ -69,7 +60,7 @@ def base_url(ray_session, wire_emulator):
         "serve": {"num_replicas": 1, "replica_num_cpus": 0},
     })
     serve.run(app_for(config), name="wire", route_prefix="/", blocking=False)
-    base = f"http://127.0.0.1:{port}"
+    base = serve_base_url
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
@@ -82,7 +73,6 @@ def base_url(ray_session, wire_emulator):
         raise AssertionError("the Serve application did not become ready")
     yield base
     serve.delete("wire")
-    serve.shutdown()
 
 
 @pytest.fixture(scope="module")
