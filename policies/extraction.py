@@ -34,7 +34,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from orchestray.errors import ConfigError
-from orchestray.messages import ToolCall
+from orchestray.messages import ToolCall, canonical_json
 
 __all__ = [
     "Extractor",
@@ -199,7 +199,7 @@ def _json_to_answer(value: Any) -> str | None:
         return canonical_number(repr(value))
     if isinstance(value, str):
         return value.strip() or None
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return canonical_json(value)
 
 
 def extract_json_field(text: str, path: str) -> str | None:
