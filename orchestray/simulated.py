@@ -315,8 +315,9 @@ class SimulatedModel:
             model_name=self.name,
         )
         tool_calls: tuple[ToolCall, ...] = ()
-        results = _tool_results(request.messages)
-        tool = _tool_to_call(request, question, bool(results)) if request.tools or request.tool_choice else None
+        # A conversation that ends with the user's turn has no tool results yet (the common case).
+        results = _tool_results(request.messages) if request.messages[-1].role != "user" else []
+        tool = _tool_to_call(request, question, bool(results)) if request.tools else None
         finish_reason, stop_sequence = "stop", None
         if tool is not None:
             tool_calls = (_call(tool, attempt),)

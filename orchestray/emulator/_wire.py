@@ -243,7 +243,9 @@ class _OpenAIRequest(msgspec.Struct):
 
 
 _OPENAI_REFUSED = ("audio", "web_search_options", "prediction", "verbosity", "functions", "function_call")
+_NOT_SET = (None,) * len(_OPENAI_REFUSED)
 _OPENAI_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+_TEXT_ROLES = frozenset({"system", "developer", "user", "assistant"})
 _OPENAI_DEFAULT_MAX_TOKENS = 256  # what admission reserves when the request names no budget
 
 
@@ -286,23 +288,26 @@ class OpenAIDialect:
             raise WireError("'temperature' must be between 0 and 2", "temperature")
         if not 1 <= raw.n <= 128:
             raise WireError("'n' must be between 1 and 128", "n")
-        for field in _OPENAI_REFUSED:
-            if getattr(raw, field) is not None:
-                raise _unsupported(field)
+        refused = (raw.audio, raw.web_search_options, raw.prediction, raw.verbosity, raw.functions, raw.function_call)
+        if refused != _NOT_SET:
+            raise _unsupported(next(f for f, v in zip(_OPENAI_REFUSED, refused) if v is not None))
         if raw.modalities is not None and raw.modalities != ["text"]:
             raise _unsupported("modalities")
         if raw.top_logprobs is not None and not (raw.logprobs and 0 <= raw.top_logprobs <= 20):
             raise WireError("'top_logprobs' must be within 0..20 and needs 'logprobs': true", "top_logprobs")
         messages = tuple(_openai_message(m, i) for i, m in enumerate(raw.messages))
-        tools = tuple(_openai_tool(t, i) for i, t in enumerate(raw.tools or ()))
+        tools = tuple(_openai_tool(t, i) for i, t in enumerate(raw.tools)) if raw.tools else ()
         choice = raw.tool_choice
-        if isinstance(choice, str) and choice not in ("none", "auto", "required"):
-            raise WireError("'tool_choice' must be none, auto, required or a named function", "tool_choice")
-        _check_tool_choice(choice, tools, "tool_choice")
+        if choice is not None:
+            if isinstance(choice, str) and choice not in ("none", "auto", "required"):
+                raise WireError("'tool_choice' must be none, auto, required or a named function", "tool_choice")
+            _check_tool_choice(choice, tools, "tool_choice")
         stop = (raw.stop,) if isinstance(raw.stop, str) else tuple(raw.stop) if raw.stop else None
-        extra = {
-            k: v for k in ("service_tier", "prompt_cache_key", "safety_identifier") if (v := getattr(raw, k)) is not None
-        }
+        extra = None
+        if raw.service_tier is not None or raw.prompt_cache_key is not None or raw.safety_identifier is not None:
+            extra = {
+                k: v for k in ("service_tier", "prompt_cache_key", "safety_identifier") if (v := getattr(raw, k)) is not None
+            }
         request = ChatRequest(
             messages=messages,
             model=raw.model,
@@ -315,7 +320,7 @@ class OpenAIDialect:
             tools=tools,
             tool_choice=choice,
             parallel_tool_calls=raw.parallel_tool_calls,
-            response_format=_openai_format(raw.response_format),
+            response_format=_openai_format(raw.response_format) if raw.response_format is not None else None,
             logprobs=raw.logprobs,
             top_logprobs=raw.top_logprobs,
             presence_penalty=raw.presence_penalty,
@@ -325,7 +330,7 @@ class OpenAIDialect:
             user=raw.user,
             metadata=raw.metadata,
             store=raw.store,
-            extra_body=extra or None,
+            extra_body=extra,
         )
         include_usage = raw.stream_options is not None and raw.stream_options.include_usage
         reserved = max_output if max_output is not None else _OPENAI_DEFAULT_MAX_TOKENS
@@ -477,6 +482,8 @@ def _openai_part(part: _OpenAIPart, where: str) -> Part:
 
 
 def _openai_message(m: _OpenAIMessage, i: int) -> Message:
+    if type(m.content) is str and m.role in _TEXT_ROLES and m.tool_calls is None and m.refusal is None:
+        return Message(m.role, m.content, name=m.name)  # the hot path: a plain text turn
     where = f"messages[{i}]"
     if m.role not in _OPENAI_ROLES:
         raise WireError(f"{where}.role: must be system, developer, user, assistant or tool", f"{where}.role")
