@@ -244,6 +244,7 @@ class _OpenAIRequest(msgspec.Struct):
 
 _OPENAI_REFUSED = ("audio", "web_search_options", "prediction", "verbosity", "functions", "function_call")
 _NOT_SET = (None,) * len(_OPENAI_REFUSED)
+_NO_OPTIONS = (None,) * 12
 _OPENAI_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 _TEXT_ROLES = frozenset({"system", "developer", "user", "assistant"})
 _OPENAI_DEFAULT_MAX_TOKENS = 256  # what admission reserves when the request names no budget
@@ -295,7 +296,13 @@ class OpenAIDialect:
             raise _unsupported("modalities")
         if raw.top_logprobs is not None and not (raw.logprobs and 0 <= raw.top_logprobs <= 20):
             raise WireError("'top_logprobs' must be within 0..20 and needs 'logprobs': true", "top_logprobs")
-        messages = tuple(_openai_message(m, i) for i, m in enumerate(raw.messages))
+        messages = tuple(
+            # The hot path inline: a plain text turn.
+            Message(m.role, m.content, name=m.name)
+            if type(m.content) is str and m.role in _TEXT_ROLES and m.tool_calls is None and m.refusal is None
+            else _openai_message(m, i)
+            for i, m in enumerate(raw.messages)
+        )
         tools = tuple(_openai_tool(t, i) for i, t in enumerate(raw.tools)) if raw.tools else ()
         choice = raw.tool_choice
         if choice is not None:
@@ -317,21 +324,29 @@ class OpenAIDialect:
             stop=stop,
             seed=raw.seed,
             n=raw.n,
-            tools=tools,
-            tool_choice=choice,
-            parallel_tool_calls=raw.parallel_tool_calls,
-            response_format=_openai_format(raw.response_format) if raw.response_format is not None else None,
-            logprobs=raw.logprobs,
-            top_logprobs=raw.top_logprobs,
-            presence_penalty=raw.presence_penalty,
-            frequency_penalty=raw.frequency_penalty,
-            logit_bias=raw.logit_bias,
-            reasoning_effort=raw.reasoning_effort,
-            user=raw.user,
-            metadata=raw.metadata,
-            store=raw.store,
-            extra_body=extra,
         )
+        options = (
+            raw.parallel_tool_calls, raw.logprobs, raw.top_logprobs, raw.presence_penalty, raw.frequency_penalty,
+            raw.logit_bias, raw.reasoning_effort, raw.user, raw.metadata, raw.store, raw.response_format, extra,
+        )
+        # Building the request with the options only when some is set keeps the text path as fast as before.
+        if tools or choice is not None or options != _NO_OPTIONS:
+            request = request.with_changes(
+                tools=tools,
+                tool_choice=choice,
+                parallel_tool_calls=raw.parallel_tool_calls,
+                response_format=_openai_format(raw.response_format) if raw.response_format is not None else None,
+                logprobs=raw.logprobs,
+                top_logprobs=raw.top_logprobs,
+                presence_penalty=raw.presence_penalty,
+                frequency_penalty=raw.frequency_penalty,
+                logit_bias=raw.logit_bias,
+                reasoning_effort=raw.reasoning_effort,
+                user=raw.user,
+                metadata=raw.metadata,
+                store=raw.store,
+                extra_body=extra,
+            )
         include_usage = raw.stream_options is not None and raw.stream_options.include_usage
         reserved = max_output if max_output is not None else _OPENAI_DEFAULT_MAX_TOKENS
         return Call(request, raw.stream, include_usage, reserved * raw.n)
@@ -482,8 +497,6 @@ def _openai_part(part: _OpenAIPart, where: str) -> Part:
 
 
 def _openai_message(m: _OpenAIMessage, i: int) -> Message:
-    if type(m.content) is str and m.role in _TEXT_ROLES and m.tool_calls is None and m.refusal is None:
-        return Message(m.role, m.content, name=m.name)  # the hot path: a plain text turn
     where = f"messages[{i}]"
     if m.role not in _OPENAI_ROLES:
         raise WireError(f"{where}.role: must be system, developer, user, assistant or tool", f"{where}.role")
