@@ -478,6 +478,14 @@ def _tool_to_call(request: ChatRequest, question: str, answered: bool) -> Tool |
     choice, tools = request.tool_choice, request.tools
     if not tools or choice == "none":
         return None
+    if isinstance(choice, Mapping) and choice.get("type") == "allowed_tools":
+        # OpenAI's allowed_tools: the choice among a subset, in mode auto or required.
+        allowed = choice.get("allowed_tools") or {}
+        names = {(t.get("function") or {}).get("name") for t in allowed.get("tools") or ()}
+        tools = tuple(t for t in tools if t.name in names)
+        choice = "required" if allowed.get("mode") == "required" else "auto"
+        if not tools:
+            return None
     if isinstance(choice, Mapping):
         name = (choice.get("function") or {}).get("name") or choice.get("name")
         for tool in tools:

@@ -76,7 +76,17 @@ def _is_url(url: str) -> bool:
 
 def _check_tool_choice(choice: str | dict | None, tools: tuple[Tool, ...], param: str) -> None:
     """The checks the APIs make: a named tool must be offered, and a choice needs tools."""
-    if isinstance(choice, dict):
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        allowed = choice.get("allowed_tools")
+        if not isinstance(allowed, dict) or allowed.get("mode") not in ("auto", "required"):
+            raise WireError(f"{param}.allowed_tools: needs mode auto or required, and tools", param)
+        for entry in allowed.get("tools") or ():
+            if not isinstance(entry, dict) or entry.get("type") != "function":
+                raise _unsupported(f"{param}.allowed_tools.tools")
+            _check_tool_choice(entry, tools, param)
+    elif isinstance(choice, dict):
+        if choice.get("type") == "custom":
+            raise _unsupported(param)
         name = (choice.get("function") or {}).get("name") or choice.get("name")
         if not any(t.name == name for t in tools):
             raise WireError(f"{param}: names tool {name!r}, which is not in tools", param)

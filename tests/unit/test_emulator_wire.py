@@ -97,6 +97,9 @@ def test_openai_decodes_the_whole_chat_surface():
         ({"tools": [{"type": "custom", "custom": {"name": "x"}}]}, "tools[0].type"),
         ({"tool_choice": {"type": "function", "function": {"name": "nope"}}, "tools": [{"type": "function", "function": {"name": "calc"}}]}, "tool_choice"),
         ({"tool_choice": "required"}, "tool_choice"),
+        ({"tool_choice": {"type": "custom", "custom": {"name": "calc"}}, "tools": [{"type": "function", "function": {"name": "calc"}}]}, "tool_choice"),
+        ({"tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [{"type": "function", "function": {"name": "nope"}}]}},
+          "tools": [{"type": "function", "function": {"name": "calc"}}]}, "tool_choice"),
         ({"top_logprobs": 3}, "top_logprobs"),
         ({"messages": [{"role": "tool", "content": "4"}]}, "messages[0].tool_call_id"),
         ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "file:///x.png"}}]}]}, "messages[0].content[0]"),
@@ -135,6 +138,13 @@ def test_openai_bodies_and_chunks_validate(extra):
     assert not problems(RESPONSE, completion)
     for chunk in chunks:
         assert not problems(CHUNK, chunk), chunk
+
+
+def test_openai_allowed_tools_choice_is_decoded_and_honoured():
+    choice = {"type": "allowed_tools", "allowed_tools": {"mode": "required", "tools": [{"type": "function", "function": {"name": "calculator"}}]}}
+    completion, _ = openai_answer({"model": "sim", "messages": [{"role": "user", "content": "hello"}], "tools": TOOLS, "tool_choice": choice})
+    assert not problems(RESPONSE, completion)
+    assert completion["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "calculator"
 
 
 def test_openai_tool_call_answer_and_its_stream():

@@ -345,3 +345,15 @@ async def test_backend_refuses_what_it_cannot_honour_by_name(fields, named):
             user="u", metadata={"k": "v"}, store=False, reasoning_effort="low", parallel_tool_calls=False,
             response_format=ResponseFormat("text"))
     )
+
+
+def test_allowed_tools_limits_the_choice_in_its_mode():
+    model = SimulatedModel("m", PERFECT)
+    def allowed(mode, *names):
+        return {"type": "allowed_tools", "allowed_tools": {"mode": mode, "tools": [{"type": "function", "function": {"name": n}} for n in names]}}
+    tools = (CALCULATOR, WEATHER)
+    assert not model.answer(ask("What is 37 + 48?", tools=tools, tool_choice=allowed("auto", "get_weather"))).tool_calls
+    forced = model.answer(ask("What is 37 + 48?", tools=tools, tool_choice=allowed("required", "get_weather")))
+    assert [c.name for c in forced.tool_calls] == ["get_weather"]
+    fits = model.answer(ask("What is 37 + 48?", tools=tools, tool_choice=allowed("auto", "calculator", "get_weather")))
+    assert [c.name for c in fits.tool_calls] == ["calculator"]
