@@ -465,7 +465,7 @@ def _tool_results(messages: Sequence[Message]) -> list[tuple[str, str]]:
             for call in m.tool_calls:
                 names[call.id] = call.name
         elif m.role == "tool":
-            results.append((names.get(m.tool_call_id or "", "tool"), m.text()))
+            results.append((names.get(m.tool_call_id or "") or m.name or "tool", m.text()))
     return results
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -62,7 +63,9 @@ class Call:
 
 def _decode_error(err: msgspec.MsgspecError) -> WireError:
     if isinstance(err, msgspec.ValidationError):
-        return WireError(f"invalid request body: {err}")
+        # msgspec says where: "... - at `$.messages[1].tool_calls[0]`"; that path is the param.
+        where = re.search(r"at `\$\.?([^`]*)`", str(err))
+        return WireError(f"invalid request body: {err}", where.group(1) or None if where else None)
     return WireError(f"request body is not valid JSON: {err}")
 
 
@@ -170,9 +173,15 @@ class _Function(msgspec.Struct):
     arguments: str = ""
 
 
+class _CustomCall(msgspec.Struct):
+    name: str
+    input: str = ""
+
+
 class _OpenAIToolCall(msgspec.Struct):
     id: str
-    function: _Function
+    function: _Function | None = None
+    custom: _CustomCall | None = None  # a custom tool's call, in the history
     type: str = "function"
 
 
@@ -210,7 +219,7 @@ class _OpenAIResponseFormat(msgspec.Struct):
 
 
 class _StreamOptions(msgspec.Struct):
-    include_usage: bool = False
+    include_usage: bool | None = None
     include_obfuscation: bool | None = None
 
 
@@ -223,8 +232,8 @@ class _OpenAIRequest(msgspec.Struct):
     top_p: float | None = None
     seed: int | None = None
     stop: str | list[str] | None = None
-    n: int = 1
-    stream: bool = False
+    n: int | None = None
+    stream: bool | None = None
     stream_options: _StreamOptions | None = None
     tools: list[_OpenAITool] | None = None
     tool_choice: str | dict[str, Any] | None = None
@@ -255,7 +264,7 @@ class _OpenAIRequest(msgspec.Struct):
 _OPENAI_REFUSED = ("audio", "web_search_options", "prediction", "verbosity", "functions", "function_call")
 _NOT_SET = (None,) * len(_OPENAI_REFUSED)
 _NO_OPTIONS = (None,) * 12
-_OPENAI_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+_OPENAI_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _TEXT_ROLES = frozenset({"system", "developer", "user", "assistant"})
 _OPENAI_DEFAULT_MAX_TOKENS = 256  # what admission reserves when the request names no budget
 
@@ -297,7 +306,8 @@ class OpenAIDialect:
             raise WireError("'max_tokens' must be at least 1", "max_tokens")
         if raw.temperature is not None and not 0.0 <= raw.temperature <= 2.0:
             raise WireError("'temperature' must be between 0 and 2", "temperature")
-        if not 1 <= raw.n <= 128:
+        n = 1 if raw.n is None else raw.n
+        if not 1 <= n <= 128:
             raise WireError("'n' must be between 1 and 128", "n")
         refused = (raw.audio, raw.web_search_options, raw.prediction, raw.verbosity, raw.functions, raw.function_call)
         if refused != _NOT_SET:
@@ -333,7 +343,7 @@ class OpenAIDialect:
             top_p=raw.top_p,
             stop=stop,
             seed=raw.seed,
-            n=raw.n,
+            n=n,
         )
         options = (
             raw.parallel_tool_calls, raw.logprobs, raw.top_logprobs, raw.presence_penalty, raw.frequency_penalty,
@@ -357,9 +367,9 @@ class OpenAIDialect:
                 store=raw.store,
                 extra_body=extra,
             )
-        include_usage = raw.stream_options is not None and raw.stream_options.include_usage
+        include_usage = raw.stream_options is not None and bool(raw.stream_options.include_usage)
         reserved = max_output if max_output is not None else _OPENAI_DEFAULT_MAX_TOKENS
-        return Call(request, raw.stream, include_usage, reserved * raw.n)
+        return Call(request, bool(raw.stream), include_usage, reserved * n)
 
     def error(self, status: int, message: str, *, kind: str | None = None, param: str | None = None) -> bytes:
         error_type, code = self._ERROR_TYPES.get(status, ("server_error", None))
@@ -521,12 +531,23 @@ def _openai_message(m: _OpenAIMessage, i: int) -> Message:
             content = parts
     else:
         content = m.content
-    if m.role == "tool" and not m.tool_call_id:
+    if m.role == "tool" and m.tool_call_id is None:
         raise WireError(f"{where}.tool_call_id: a tool message answers a call by its id", f"{where}.tool_call_id")
-    if content is None and not (m.role == "assistant" and (m.tool_calls or refusal)):
+    if m.role == "function":
+        # OpenAI's deprecated function result: a tool result named by its function.
+        return Message("tool", content or "", name=m.name)
+    if content is None and m.role != "assistant":
         raise WireError(f"{where}.content: required", f"{where}.content")
-    calls = tuple(ToolCall(c.id, c.function.name, c.function.arguments) for c in m.tool_calls or ())
+    calls = tuple(_openai_call(c, f"{where}.tool_calls[{j}]") for j, c in enumerate(m.tool_calls or ()))
     return Message(m.role, content, name=m.name, tool_calls=calls, tool_call_id=m.tool_call_id, refusal=refusal)
+
+
+def _openai_call(call: _OpenAIToolCall, where: str) -> ToolCall:
+    if call.function is not None:
+        return ToolCall(call.id, call.function.name, call.function.arguments)
+    if call.custom is not None:
+        return ToolCall(call.id, call.custom.name, call.custom.input)
+    raise WireError(f"{where}: a tool call needs its function (or custom) member", where)
 
 
 def _openai_tool(tool: _OpenAITool, i: int) -> Tool:

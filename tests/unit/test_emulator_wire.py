@@ -87,6 +87,32 @@ def test_openai_decodes_the_whole_chat_surface():
     assert r.extra_body == {"service_tier": "auto"}
 
 
+def test_openai_accepts_what_the_schema_allows_at_its_edges():
+    body = {
+        "model": "sim", "n": None, "stream": None, "stream_options": {"include_usage": None},
+        "messages": [
+            {"role": "user", "content": "What is 2 + 2?"},
+            {"role": "assistant"},
+            {"role": "assistant", "tool_calls": [{"id": "c1", "type": "custom", "custom": {"name": "grep", "input": "x"}}]},
+            {"role": "tool", "tool_call_id": "", "content": ""},
+            {"role": "function", "name": "lookup", "content": "4"},
+        ],
+    }
+    call = OPENAI.decode(encode(body))
+    assert call.request.n == 1 and not call.stream and not call.include_usage
+    assert call.request.messages[2].tool_calls == (ToolCall("c1", "grep", "x"),)
+    assert call.request.messages[4] == Message("tool", "4", name="lookup")
+    completion, _ = openai_answer(body)
+    assert completion["choices"][0]["message"]["content"].endswith("Answer: 4")
+
+
+def test_openai_names_where_a_body_is_malformed():
+    body = {"model": "m", "messages": [{"role": "assistant", "tool_calls": [{"id": "c", "type": "function"}]}]}
+    with pytest.raises(WireError) as caught:
+        OPENAI.decode(encode(body))
+    assert caught.value.param == "messages[0].tool_calls[0]"
+
+
 @pytest.mark.parametrize(
     ("change", "param"),
     [
