@@ -320,9 +320,9 @@ class SimulatedModel:
         tool = _tool_to_call(request, question, bool(results)) if request.tools else None
         finish_reason, stop_sequence = "stop", None
         if tool is not None:
-            tool_calls = (_call(tool, attempt),)
+            tool_calls = _calls(tool, attempt, parallel=request.parallel_tool_calls is not False)
             text, finish_reason = "", "tool_calls"
-            output_tokens = estimate_tokens(tool.name + tool_calls[0].arguments)
+            output_tokens = sum(estimate_tokens(c.name + c.arguments) for c in tool_calls)
         else:
             if results:
                 text = _answer_from_results(question, results)
@@ -505,12 +505,41 @@ def _tool_to_call(request: ChatRequest, question: str, answered: bool) -> Tool |
     return best if best_score > 0 or choice == "required" else None
 
 
-def _call(tool: Tool, attempt: Attempt) -> ToolCall:
-    """A call of `tool` with arguments from its schema and the question; an arithmetic question's
-    expression (or operands) is right when the draw is, and a near miss otherwise."""
-    found = find_expression(attempt.question)
-    expr = found[0] if found else None
-    if expr is not None and not attempt.correct:
+_MAX_PARALLEL_CALLS = 4
+_BINARY = re.compile(r"\d\s*[-+*]\s*[\d(]")
+
+
+def _calls(tool: Tool, attempt: Attempt, parallel: bool) -> tuple[ToolCall, ...]:
+    """One call, or with parallel calls allowed one per expression of a question that asks
+    several ("What is 2 + 3 and 4 * 5?"), each right or wrong on its own."""
+    expressions = _binary_expressions(attempt.question) if parallel and tool.parameters else []
+    if len(expressions) < 2:
+        found = find_expression(attempt.question)
+        return (_call(tool, attempt, found[0] if found else None, attempt.correct),)
+    rng = attempt.rng
+    return tuple(
+        _call(tool, attempt, expr, attempt.correct if i == 0 else rng.random() < attempt.accuracy)
+        for i, expr in enumerate(expressions[:_MAX_PARALLEL_CALLS])
+    )
+
+
+def _binary_expressions(text: str) -> list[str]:
+    found: list[str] = []
+    for m in _ANY_EXPR.finditer(text):
+        expr = " ".join(m.group(0).split())
+        if _BINARY.search(expr) and expr not in found:
+            try:
+                evaluate(expr)
+            except ValueError:
+                continue
+            found.append(expr)
+    return found
+
+
+def _call(tool: Tool, attempt: Attempt, expr: str | None, correct: bool) -> ToolCall:
+    """A call of `tool` with arguments from its schema and the question; an arithmetic
+    expression (or its operands) is right when the draw is, and a near miss otherwise."""
+    if expr is not None and not correct:
         expr = _miss_a_number(expr, attempt.mistake_rng)
     schema = tool.parameters or {"type": "object", "properties": {}}
     arguments = SchemaFiller(schema, attempt.question, (_argument_hint(expr, attempt.question),)).value()
@@ -586,7 +615,11 @@ def _result_value(content: str, arithmetic: bool) -> str:
 
 def _answer_from_results(question: str, results: list[tuple[str, str]]) -> str:
     said = " ".join(f"The {name} tool returned {' '.join(text.split())[:200]}." for name, text in results)
-    value = _result_value(results[-1][1], find_expression(question) is not None)
+    arithmetic = find_expression(question) is not None
+    results = [r for r in results if r[1].strip()] or results  # an empty result says nothing
+    if len(results) > 1:  # parallel calls, one per part of the question: every part's value
+        return f"{said}\nAnswer: {', '.join(_result_value(text, arithmetic) for _, text in results)}"
+    value = _result_value(results[-1][1], arithmetic)
     # A choice question: the option whose value the tool computed.
     for m in _OPTION.finditer(question):
         if m.group(2) == value:

@@ -152,12 +152,13 @@ TOOLS = [{"type": "function", "function": {"name": "calculator", "description": 
         {},
         {"tools": TOOLS},
         {"tools": TOOLS, "n": 3, "logprobs": True, "stream_options": {"include_usage": True}},
+        {"tools": TOOLS, "messages": [{"role": "user", "content": "What is 2 + 3 and 4 * 5?"}]},
         {"n": 3, "logprobs": True, "top_logprobs": 2},
         {"response_format": {"type": "json_object"}},
         {"response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}}}},
         {"messages": [{"role": "user", "content": [{"type": "text", "text": "Describe"}, {"type": "image_url", "image_url": {"url": PNG}}]}]},
     ],
-    ids=["text", "tool-call", "tool-calls-n3-usage", "n3-logprobs", "json-object", "json-schema", "image"],
+    ids=["text", "tool-call", "tool-calls-n3-usage", "parallel-tool-calls", "n3-logprobs", "json-object", "json-schema", "image"],
 )
 def test_openai_bodies_and_chunks_validate(extra):
     completion, chunks = openai_answer({"model": "sim", "messages": QUESTION, **extra})
@@ -293,3 +294,17 @@ def test_anthropic_answers_from_a_tool_result():
     message = json.loads(ANTHROPIC.completion(call, MODEL.answers(call.request), "msg_2", 0))
     assert message["stop_reason"] == "end_turn"
     assert message["content"][0]["text"].endswith("Answer: 85")
+
+
+def test_anthropic_streams_parallel_tool_use_blocks_in_order():
+    body = {"model": "sim", "max_tokens": 100, "messages": [{"role": "user", "content": "What is 2 + 3 and 4 * 5?"}],
+            "tools": [{"name": "calculator", "description": "Evaluate arithmetic", "input_schema": CALCULATOR}]}
+    call = ANTHROPIC.decode(encode(body))
+    answers = MODEL.answers(call.request)
+    events = sse(b"".join(ANTHROPIC.stream_pieces(call, answers, "msg_3", 0)))
+    starts = [d for n, d in events if n == "content_block_start"]
+    assert [s["index"] for s in starts] == [0, 1]
+    for index, expected in ((0, "2 + 3"), (1, "4 * 5")):
+        partial = "".join(d["delta"]["partial_json"] for n, d in events if n == "content_block_delta" and d["index"] == index)
+        assert json.loads(partial) == {"expression": expected}
+    assert [d["index"] for n, d in events if n == "content_block_stop"] == [0, 1]

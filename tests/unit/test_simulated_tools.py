@@ -357,3 +357,17 @@ def test_allowed_tools_limits_the_choice_in_its_mode():
     assert [c.name for c in forced.tool_calls] == ["get_weather"]
     fits = model.answer(ask("What is 37 + 48?", tools=tools, tool_choice=allowed("auto", "calculator", "get_weather")))
     assert [c.name for c in fits.tool_calls] == ["calculator"]
+
+
+def test_a_question_of_several_parts_gets_parallel_calls_unless_they_are_off():
+    model = SimulatedModel("m", PERFECT)
+    request = ask("What is 2 + 3, and what is 4 * 5?", tools=(CALCULATOR,))
+    calls = model.answer(request).tool_calls
+    assert [c.parsed_arguments()["expression"] for c in calls] == ["2 + 3", "4 * 5"]
+    assert len({c.id for c in calls}) == 2
+    assert len(model.answer(request.with_changes(parallel_tool_calls=False)).tool_calls) == 1
+    turns = (Message("assistant", None, tool_calls=calls),) + tuple(
+        Message("tool", str(evaluate(c.parsed_arguments()["expression"])), tool_call_id=c.id) for c in calls
+    )
+    answer = model.answer(request.with_changes(messages=request.messages + turns))
+    assert answer.text.endswith("Answer: 5, 20")
