@@ -371,3 +371,45 @@ def test_a_question_of_several_parts_gets_parallel_calls_unless_they_are_off():
     )
     answer = model.answer(request.with_changes(messages=request.messages + turns))
     assert answer.text.endswith("Answer: 5, 20")
+
+
+# --- structured output through a tool ------------------------------------------------------------
+
+FINAL_RESULT = Tool("final_result", "The final response which ends this conversation", Solved.model_json_schema())
+
+
+@pytest.mark.parametrize(
+    "tool",
+    [
+        FINAL_RESULT,  # pydantic-ai's output tool
+        Tool("Solved", "Correctly extracted `Solved` with all the required parameters with correct types", Solved.model_json_schema()),  # instructor
+        Tool("json_answer", "Give your final answer as this tool's input, a JSON object.", Solved.model_json_schema()),
+    ],
+    ids=["pydantic-ai", "instructor", "json-tool"],
+)
+def test_a_structured_output_tool_gets_the_answer_as_its_input(tool):
+    model = SimulatedModel("m", PERFECT)
+    for choice in (None, "required", {"type": "function", "function": {"name": tool.name}}):
+        (call,) = model.answer(ask("What is 6 * 7?", tools=(tool,), tool_choice=choice)).tool_calls
+        assert call.name == tool.name
+        solved = Solved.model_validate_json(call.arguments)
+        assert solved.final_answer == 42 and "6 * 7" in solved.reasoning
+
+
+def test_a_named_tool_that_fits_nothing_carries_the_answer():
+    # LangChain's with_structured_output: a tool named after the schema, forced by name.
+    model = SimulatedModel("m", PERFECT)
+    tool = Tool("Result", None, {"type": "object", "properties": {"value": {"type": "integer"}}, "required": ["value"]})
+    (call,) = model.answer(ask("What is 6 * 7?", tools=(tool,), tool_choice={"type": "function", "function": {"name": "Result"}})).tool_calls
+    assert call.parsed_arguments() == {"value": 42}
+
+
+def test_an_agent_calls_its_calculator_then_its_output_tool():
+    model = SimulatedModel("m", PERFECT)
+    request = ask("What is 37 + 48?", tools=(CALCULATOR, FINAL_RESULT))
+    (first,) = model.answer(request).tool_calls
+    assert first.name == "calculator"
+    request = after_call(request, first, "85")
+    (second,) = model.answer(request.with_changes(tool_choice="required")).tool_calls
+    assert second.name == "final_result" and Solved.model_validate_json(second.arguments).final_answer == 85
+    assert model.answer(request).tool_calls[0].name == "final_result"  # auto as well
