@@ -342,7 +342,8 @@ class SimulatedModel:
             if _asks_confidence(request.messages) or (wants_json and _schema_has(fmt.schema, "confidence")):
                 confidence = self._confidence(rng, correct)
             if wants_json:
-                text = json_answer(fmt.schema if fmt.type == "json_schema" else None, text, confidence, question)
+                schema = fmt.schema if fmt.type == "json_schema" else _schema_in_prompt(request.messages)
+                text = json_answer(schema, text, confidence, question)
             elif confidence is not None:
                 text = f"{text}\nConfidence: {confidence:.2f}"
             if plan is not None:
@@ -672,6 +673,30 @@ def _answer_from_results(question: str, results: list[tuple[str, str]]) -> str:
         if m.group(2) == value:
             return f"{said} That is option {m.group(1)}.\nAnswer: {m.group(1)}"
     return f"{said}\nAnswer: {value}"
+
+
+_DECODER = json.JSONDecoder()
+_MAX_SCHEMA_SCAN = 20_000  # characters of the prompt searched for a stated schema
+
+
+def _schema_in_prompt(messages: Sequence[Message]) -> dict[str, Any] | None:
+    """A JSON Schema the prompt states for a json_object answer (instructor's JSON mode, "reply
+    in JSON matching this schema: {...}"), as a real model would read it; None if there is none."""
+    for m in messages:
+        if m.role not in ("system", "developer", "user"):
+            continue
+        text = m.text()[:_MAX_SCHEMA_SCAN]
+        at = text.find("{")
+        while at >= 0:
+            try:
+                value, end = _DECODER.raw_decode(text, at)
+            except ValueError:
+                at = text.find("{", at + 1)
+                continue
+            if isinstance(value, dict) and isinstance(value.get("properties"), dict):
+                return value
+            at = text.find("{", end)
+    return None
 
 
 def _schema_has(schema: Mapping[str, Any] | None, word: str) -> bool:

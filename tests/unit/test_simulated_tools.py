@@ -222,6 +222,14 @@ def test_json_schema_answer_carries_the_answer():
     assert extracted.people[0] == Person(name="Alice", age=30) and extracted.mood == "happy"
 
 
+def test_json_object_follows_a_schema_the_prompt_states():
+    # instructor's JSON mode: the schema travels in the system message.
+    model = SimulatedModel("m", PERFECT)
+    system = f"Return JSON that matches the following json_schema:\n\n{json.dumps(Solved.model_json_schema(), indent=2)}\n\nOnly JSON."
+    request = ChatRequest(messages=(Message("system", system), Message("user", "What is 6 * 7?")), response_format=ResponseFormat("json_object"))
+    assert Solved.model_validate_json(model.answer(request).text).final_answer == 42
+
+
 def test_an_enum_field_takes_the_letter_of_a_choice_question():
     schema = {"type": "object", "properties": {"letter": {"enum": ["A", "B", "C", "D"]}}, "required": ["letter"]}
     model = SimulatedModel("m", PERFECT)
