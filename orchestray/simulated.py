@@ -41,7 +41,7 @@ import msgspec
 
 from orchestray._schema_values import NO_VALUE, SchemaFiller, property_words, schema_types
 from orchestray.errors import RequestError
-from orchestray.messages import ChatRequest, Message, Tool, ToolCall, estimate_tokens
+from orchestray.messages import ChatRequest, Message, ResponseFormat, Tool, ToolCall, estimate_tokens
 from orchestray.tasks import game24
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "SimAnswer",
     "stream_pieces",
     "json_answer",
+    "is_answer_tool",
     "token_logprobs",
     "SimulatedModel",
     "DEFAULT_PROFILES",
@@ -315,13 +316,14 @@ class SimulatedModel:
             model_name=self.name,
         )
         tool_calls: tuple[ToolCall, ...] = ()
-        results = _tool_results(request.messages)
-        tool = _tool_to_call(request, question, bool(results)) if request.tools or request.tool_choice else None
+        # A conversation that ends with the user's turn has no tool results yet (the common case).
+        results = _tool_results(request.messages) if request.messages[-1].role != "user" else []
+        plan = _tool_to_call(request, question, bool(results)) if request.tools else None
         finish_reason, stop_sequence = "stop", None
-        if tool is not None:
-            tool_calls = (_call(tool, attempt),)
+        if plan is not None and not plan[1]:
+            tool_calls = _calls(plan[0], attempt, parallel=request.parallel_tool_calls is not False)
             text, finish_reason = "", "tool_calls"
-            output_tokens = estimate_tokens(tool.name + tool_calls[0].arguments)
+            output_tokens = sum(estimate_tokens(c.name + c.arguments) for c in tool_calls)
         else:
             if results:
                 text = _answer_from_results(question, results)
@@ -333,16 +335,25 @@ class SimulatedModel:
                         text = reply
                         break
             fmt = request.response_format
+            if plan is not None:  # the answer is the input of a structured-output tool
+                fmt = ResponseFormat("json_schema", plan[0].name, plan[0].parameters or {"type": "object"})
             wants_json = fmt is not None and fmt.wants_json
             confidence = None
             if _asks_confidence(request.messages) or (wants_json and _schema_has(fmt.schema, "confidence")):
                 confidence = self._confidence(rng, correct)
             if wants_json:
-                text = json_answer(fmt.schema if fmt.type == "json_schema" else None, text, confidence, question)
+                schema = fmt.schema if fmt.type == "json_schema" else _schema_in_prompt(request.messages)
+                text = json_answer(schema, text, confidence, question)
             elif confidence is not None:
                 text = f"{text}\nConfidence: {confidence:.2f}"
-            text, finish_reason, stop_sequence = _cut(text, request.max_tokens, request.stop)
-            output_tokens = estimate_tokens(text)
+            if plan is not None:
+                call_id = f"call_{rng.getrandbits(96):024x}"
+                tool_calls = (ToolCall(call_id, plan[0].name, text),)
+                text, finish_reason = "", "tool_calls"
+                output_tokens = estimate_tokens(plan[0].name + tool_calls[0].arguments)
+            else:
+                text, finish_reason, stop_sequence = _cut(text, request.max_tokens, request.stop)
+                output_tokens = estimate_tokens(text)
         latency_ms = profile.latency_ms * math.exp(profile.latency_sigma * latency_noise)
         latency_ms += output_tokens * profile.ms_per_output_token
         logprobs = token_logprobs(text, rng, correct, request.top_logprobs or 0) if request.logprobs else None
@@ -464,44 +475,119 @@ def _tool_results(messages: Sequence[Message]) -> list[tuple[str, str]]:
             for call in m.tool_calls:
                 names[call.id] = call.name
         elif m.role == "tool":
-            results.append((names.get(m.tool_call_id or "", "tool"), m.text()))
+            results.append((names.get(m.tool_call_id or "") or m.name or "tool", m.text()))
     return results
 
 
-def _tool_to_call(request: ChatRequest, question: str, answered: bool) -> Tool | None:
-    """The tool this turn calls, per `tool_choice`; None to answer in text.
+def _tool_to_call(request: ChatRequest, question: str, answered: bool) -> tuple[Tool, bool] | None:
+    """The tool this turn calls per `tool_choice`, and whether the call carries the answer;
+    None to answer in text.
 
-    "auto" calls the tool that fits the question best, if any fits and no tool has answered
-    this turn yet; "required" always calls one (the first when none fits), as the APIs force it.
+    A tool that fits the question (by name and description, arithmetic to a calculator) is an
+    action: "auto" calls it while no tool has answered this turn. A tool whose input is the
+    answer itself (`is_answer_tool`: pydantic-ai's final_result, instructor's and LangChain's
+    structured-output tools, a JSON-output tool) is called with the answer when no action is
+    due. "required" always calls one, as the APIs force it; a named tool is called either way,
+    with the answer when it does not fit the question.
     """
     choice, tools = request.tool_choice, request.tools
     if not tools or choice == "none":
         return None
+    if isinstance(choice, Mapping) and choice.get("type") == "allowed_tools":
+        # OpenAI's allowed_tools: the choice among a subset, in mode auto or required.
+        allowed = choice.get("allowed_tools") or {}
+        names = {(t.get("function") or {}).get("name") for t in allowed.get("tools") or ()}
+        tools = tuple(t for t in tools if t.name in names)
+        choice = "required" if allowed.get("mode") == "required" else "auto"
+        if not tools:
+            return None
+    arithmetic = find_expression(question) is not None
+    asked = _words(question)
     if isinstance(choice, Mapping):
         name = (choice.get("function") or {}).get("name") or choice.get("name")
         for tool in tools:
             if tool.name == name:
-                return tool
+                return tool, is_answer_tool(tool) or _fit(tool, asked, arithmetic) == 0
         raise RequestError(f"tool_choice: names {name!r}, which is not one of the tools", param="tool_choice")
-    if answered and choice != "required":
-        return None
-    arithmetic = find_expression(question) is not None
-    asked = _words(question)
-    best, best_score = tools[0], 0
-    for tool in tools:
-        about = f"{property_words(tool.name)} {tool.description or ''}"
-        score = len(asked & _words(about)) + (10 if arithmetic and _ARITHMETIC_TOOL.search(about) else 0)
+    answering = [t for t in tools if is_answer_tool(t)]
+    actions = [t for t in tools if t not in answering]
+    best, best_score = (actions[0] if actions else None), 0
+    for tool in actions:
+        score = _fit(tool, asked, arithmetic)
         if score > best_score:
             best, best_score = tool, score
-    return best if best_score > 0 or choice == "required" else None
+    if best is not None and best_score > 0 and not answered:
+        return best, False
+    if answering:
+        return answering[0], True
+    if choice == "required" and best is not None:
+        return best, False
+    return None
 
 
-def _call(tool: Tool, attempt: Attempt) -> ToolCall:
-    """A call of `tool` with arguments from its schema and the question; an arithmetic question's
-    expression (or operands) is right when the draw is, and a near miss otherwise."""
-    found = find_expression(attempt.question)
-    expr = found[0] if found else None
-    if expr is not None and not attempt.correct:
+def _fit(tool: Tool, asked: set[str], arithmetic: bool) -> int:
+    """How well a tool fits the question: shared words, and arithmetic to a calculator."""
+    about = f"{property_words(tool.name)} {tool.description or ''}"
+    return len(asked & _words(about)) + (10 if arithmetic and _ARITHMETIC_TOOL.search(about) else 0)
+
+
+_ANSWER_TOOL_NAME = frozenset(
+    {"answer", "final", "result", "response", "output", "extract", "extraction", "structured", "respond", "reply",
+     "format", "json"}
+)
+_ANSWER_TOOL_ABOUT = frozenset({"final", "answer", "extracted", "extract", "structured"})
+
+
+def is_answer_tool(tool: Tool) -> bool:
+    """Whether a tool's input is the answer itself rather than an action: its name or
+    description says so ("final_result", "Correctly extracted `Person`...", "Give your final
+    answer as this tool's input"), or its schema has an answer field. Never a calculator."""
+    about = f"{tool.name} {tool.description or ''}"
+    if _ARITHMETIC_TOOL.search(about):
+        return False
+    if set(property_words(tool.name).split()) & _ANSWER_TOOL_NAME:
+        return True
+    if set(re.findall(r"[a-z]+", (tool.description or "").lower())) & _ANSWER_TOOL_ABOUT:
+        return True
+    properties = (tool.parameters or {}).get("properties") or {}
+    return any("answer" in property_words(name).split() for name in properties)
+
+
+_MAX_PARALLEL_CALLS = 4
+_BINARY = re.compile(r"\d\s*[-+*]\s*[\d(]")
+
+
+def _calls(tool: Tool, attempt: Attempt, parallel: bool) -> tuple[ToolCall, ...]:
+    """One call, or with parallel calls allowed one per expression of a question that asks
+    several ("What is 2 + 3 and 4 * 5?"), each right or wrong on its own."""
+    expressions = _binary_expressions(attempt.question) if parallel and tool.parameters else []
+    if len(expressions) < 2:
+        found = find_expression(attempt.question)
+        return (_call(tool, attempt, found[0] if found else None, attempt.correct),)
+    rng = attempt.rng
+    return tuple(
+        _call(tool, attempt, expr, attempt.correct if i == 0 else rng.random() < attempt.accuracy)
+        for i, expr in enumerate(expressions[:_MAX_PARALLEL_CALLS])
+    )
+
+
+def _binary_expressions(text: str) -> list[str]:
+    found: list[str] = []
+    for m in _ANY_EXPR.finditer(text):
+        expr = " ".join(m.group(0).split())
+        if _BINARY.search(expr) and expr not in found:
+            try:
+                evaluate(expr)
+            except ValueError:
+                continue
+            found.append(expr)
+    return found
+
+
+def _call(tool: Tool, attempt: Attempt, expr: str | None, correct: bool) -> ToolCall:
+    """A call of `tool` with arguments from its schema and the question; an arithmetic
+    expression (or its operands) is right when the draw is, and a near miss otherwise."""
+    if expr is not None and not correct:
         expr = _miss_a_number(expr, attempt.mistake_rng)
     schema = tool.parameters or {"type": "object", "properties": {}}
     arguments = SchemaFiller(schema, attempt.question, (_argument_hint(expr, attempt.question),)).value()
@@ -577,12 +663,40 @@ def _result_value(content: str, arithmetic: bool) -> str:
 
 def _answer_from_results(question: str, results: list[tuple[str, str]]) -> str:
     said = " ".join(f"The {name} tool returned {' '.join(text.split())[:200]}." for name, text in results)
-    value = _result_value(results[-1][1], find_expression(question) is not None)
+    arithmetic = find_expression(question) is not None
+    results = [r for r in results if r[1].strip()] or results  # an empty result says nothing
+    if len(results) > 1:  # parallel calls, one per part of the question: every part's value
+        return f"{said}\nAnswer: {', '.join(_result_value(text, arithmetic) for _, text in results)}"
+    value = _result_value(results[-1][1], arithmetic)
     # A choice question: the option whose value the tool computed.
     for m in _OPTION.finditer(question):
         if m.group(2) == value:
             return f"{said} That is option {m.group(1)}.\nAnswer: {m.group(1)}"
     return f"{said}\nAnswer: {value}"
+
+
+_DECODER = json.JSONDecoder()
+_MAX_SCHEMA_SCAN = 20_000  # characters of the prompt searched for a stated schema
+
+
+def _schema_in_prompt(messages: Sequence[Message]) -> dict[str, Any] | None:
+    """A JSON Schema the prompt states for a json_object answer (instructor's JSON mode, "reply
+    in JSON matching this schema: {...}"), as a real model would read it; None if there is none."""
+    for m in messages:
+        if m.role not in ("system", "developer", "user"):
+            continue
+        text = m.text()[:_MAX_SCHEMA_SCAN]
+        at = text.find("{")
+        while at >= 0:
+            try:
+                value, end = _DECODER.raw_decode(text, at)
+            except ValueError:
+                at = text.find("{", at + 1)
+                continue
+            if isinstance(value, dict) and isinstance(value.get("properties"), dict):
+                return value
+            at = text.find("{", end)
+    return None
 
 
 def _schema_has(schema: Mapping[str, Any] | None, word: str) -> bool:
@@ -612,7 +726,7 @@ def json_answer(schema: Mapping[str, Any] | None, text: str, confidence: float |
             out["explanation"] = explanation
         if confidence is not None:
             out["confidence"] = round(confidence, 2)
-        return json.dumps(out)
+        return json.dumps(out, separators=(",", ":"))
     filler = SchemaFiller(schema, question)
     root = filler.resolve(schema)
     field = _answer_field(filler, root, value)
@@ -628,7 +742,7 @@ def json_answer(schema: Mapping[str, Any] | None, text: str, confidence: float |
         return NO_VALUE
 
     filler.hints = (hint,)
-    return json.dumps(filler.value())
+    return json.dumps(filler.value(), separators=(",", ":"))
 
 
 def _answer_field(filler: SchemaFiller, root: Mapping[str, Any], value: Any) -> str | None:

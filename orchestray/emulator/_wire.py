@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -62,7 +63,9 @@ class Call:
 
 def _decode_error(err: msgspec.MsgspecError) -> WireError:
     if isinstance(err, msgspec.ValidationError):
-        return WireError(f"invalid request body: {err}")
+        # msgspec says where: "... - at `$.messages[1].tool_calls[0]`"; that path is the param.
+        where = re.search(r"at `\$\.?([^`]*)`", str(err))
+        return WireError(f"invalid request body: {err}", where.group(1) or None if where else None)
     return WireError(f"request body is not valid JSON: {err}")
 
 
@@ -76,7 +79,17 @@ def _is_url(url: str) -> bool:
 
 def _check_tool_choice(choice: str | dict | None, tools: tuple[Tool, ...], param: str) -> None:
     """The checks the APIs make: a named tool must be offered, and a choice needs tools."""
-    if isinstance(choice, dict):
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        allowed = choice.get("allowed_tools")
+        if not isinstance(allowed, dict) or allowed.get("mode") not in ("auto", "required"):
+            raise WireError(f"{param}.allowed_tools: needs mode auto or required, and tools", param)
+        for entry in allowed.get("tools") or ():
+            if not isinstance(entry, dict) or entry.get("type") != "function":
+                raise _unsupported(f"{param}.allowed_tools.tools")
+            _check_tool_choice(entry, tools, param)
+    elif isinstance(choice, dict):
+        if choice.get("type") == "custom":
+            raise _unsupported(param)
         name = (choice.get("function") or {}).get("name") or choice.get("name")
         if not any(t.name == name for t in tools):
             raise WireError(f"{param}: names tool {name!r}, which is not in tools", param)
@@ -160,9 +173,15 @@ class _Function(msgspec.Struct):
     arguments: str = ""
 
 
+class _CustomCall(msgspec.Struct):
+    name: str
+    input: str = ""
+
+
 class _OpenAIToolCall(msgspec.Struct):
     id: str
-    function: _Function
+    function: _Function | None = None
+    custom: _CustomCall | None = None  # a custom tool's call, in the history
     type: str = "function"
 
 
@@ -200,7 +219,7 @@ class _OpenAIResponseFormat(msgspec.Struct):
 
 
 class _StreamOptions(msgspec.Struct):
-    include_usage: bool = False
+    include_usage: bool | None = None
     include_obfuscation: bool | None = None
 
 
@@ -213,8 +232,8 @@ class _OpenAIRequest(msgspec.Struct):
     top_p: float | None = None
     seed: int | None = None
     stop: str | list[str] | None = None
-    n: int = 1
-    stream: bool = False
+    n: int | None = None
+    stream: bool | None = None
     stream_options: _StreamOptions | None = None
     tools: list[_OpenAITool] | None = None
     tool_choice: str | dict[str, Any] | None = None
@@ -243,7 +262,10 @@ class _OpenAIRequest(msgspec.Struct):
 
 
 _OPENAI_REFUSED = ("audio", "web_search_options", "prediction", "verbosity", "functions", "function_call")
-_OPENAI_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+_NOT_SET = (None,) * len(_OPENAI_REFUSED)
+_NO_OPTIONS = (None,) * 12
+_OPENAI_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+_TEXT_ROLES = frozenset({"system", "developer", "user", "assistant"})
 _OPENAI_DEFAULT_MAX_TOKENS = 256  # what admission reserves when the request names no budget
 
 
@@ -284,25 +306,35 @@ class OpenAIDialect:
             raise WireError("'max_tokens' must be at least 1", "max_tokens")
         if raw.temperature is not None and not 0.0 <= raw.temperature <= 2.0:
             raise WireError("'temperature' must be between 0 and 2", "temperature")
-        if not 1 <= raw.n <= 128:
+        n = 1 if raw.n is None else raw.n
+        if not 1 <= n <= 128:
             raise WireError("'n' must be between 1 and 128", "n")
-        for field in _OPENAI_REFUSED:
-            if getattr(raw, field) is not None:
-                raise _unsupported(field)
+        refused = (raw.audio, raw.web_search_options, raw.prediction, raw.verbosity, raw.functions, raw.function_call)
+        if refused != _NOT_SET:
+            raise _unsupported(next(f for f, v in zip(_OPENAI_REFUSED, refused) if v is not None))
         if raw.modalities is not None and raw.modalities != ["text"]:
             raise _unsupported("modalities")
         if raw.top_logprobs is not None and not (raw.logprobs and 0 <= raw.top_logprobs <= 20):
             raise WireError("'top_logprobs' must be within 0..20 and needs 'logprobs': true", "top_logprobs")
-        messages = tuple(_openai_message(m, i) for i, m in enumerate(raw.messages))
-        tools = tuple(_openai_tool(t, i) for i, t in enumerate(raw.tools or ()))
+        messages = tuple(
+            # The hot path inline: a plain text turn.
+            Message(m.role, m.content, name=m.name)
+            if type(m.content) is str and m.role in _TEXT_ROLES and m.tool_calls is None and m.refusal is None
+            else _openai_message(m, i)
+            for i, m in enumerate(raw.messages)
+        )
+        tools = tuple(_openai_tool(t, i) for i, t in enumerate(raw.tools)) if raw.tools else ()
         choice = raw.tool_choice
-        if isinstance(choice, str) and choice not in ("none", "auto", "required"):
-            raise WireError("'tool_choice' must be none, auto, required or a named function", "tool_choice")
-        _check_tool_choice(choice, tools, "tool_choice")
+        if choice is not None:
+            if isinstance(choice, str) and choice not in ("none", "auto", "required"):
+                raise WireError("'tool_choice' must be none, auto, required or a named function", "tool_choice")
+            _check_tool_choice(choice, tools, "tool_choice")
         stop = (raw.stop,) if isinstance(raw.stop, str) else tuple(raw.stop) if raw.stop else None
-        extra = {
-            k: v for k in ("service_tier", "prompt_cache_key", "safety_identifier") if (v := getattr(raw, k)) is not None
-        }
+        extra = None
+        if raw.service_tier is not None or raw.prompt_cache_key is not None or raw.safety_identifier is not None:
+            extra = {
+                k: v for k in ("service_tier", "prompt_cache_key", "safety_identifier") if (v := getattr(raw, k)) is not None
+            }
         request = ChatRequest(
             messages=messages,
             model=raw.model,
@@ -311,25 +343,33 @@ class OpenAIDialect:
             top_p=raw.top_p,
             stop=stop,
             seed=raw.seed,
-            n=raw.n,
-            tools=tools,
-            tool_choice=choice,
-            parallel_tool_calls=raw.parallel_tool_calls,
-            response_format=_openai_format(raw.response_format),
-            logprobs=raw.logprobs,
-            top_logprobs=raw.top_logprobs,
-            presence_penalty=raw.presence_penalty,
-            frequency_penalty=raw.frequency_penalty,
-            logit_bias=raw.logit_bias,
-            reasoning_effort=raw.reasoning_effort,
-            user=raw.user,
-            metadata=raw.metadata,
-            store=raw.store,
-            extra_body=extra or None,
+            n=n,
         )
-        include_usage = raw.stream_options is not None and raw.stream_options.include_usage
+        options = (
+            raw.parallel_tool_calls, raw.logprobs, raw.top_logprobs, raw.presence_penalty, raw.frequency_penalty,
+            raw.logit_bias, raw.reasoning_effort, raw.user, raw.metadata, raw.store, raw.response_format, extra,
+        )
+        # Building the request with the options only when some is set keeps the text path as fast as before.
+        if tools or choice is not None or options != _NO_OPTIONS:
+            request = request.with_changes(
+                tools=tools,
+                tool_choice=choice,
+                parallel_tool_calls=raw.parallel_tool_calls,
+                response_format=_openai_format(raw.response_format) if raw.response_format is not None else None,
+                logprobs=raw.logprobs,
+                top_logprobs=raw.top_logprobs,
+                presence_penalty=raw.presence_penalty,
+                frequency_penalty=raw.frequency_penalty,
+                logit_bias=raw.logit_bias,
+                reasoning_effort=raw.reasoning_effort,
+                user=raw.user,
+                metadata=raw.metadata,
+                store=raw.store,
+                extra_body=extra,
+            )
+        include_usage = raw.stream_options is not None and bool(raw.stream_options.include_usage)
         reserved = max_output if max_output is not None else _OPENAI_DEFAULT_MAX_TOKENS
-        return Call(request, raw.stream, include_usage, reserved * raw.n)
+        return Call(request, bool(raw.stream), include_usage, reserved * n)
 
     def error(self, status: int, message: str, *, kind: str | None = None, param: str | None = None) -> bytes:
         error_type, code = self._ERROR_TYPES.get(status, ("server_error", None))
@@ -491,12 +531,23 @@ def _openai_message(m: _OpenAIMessage, i: int) -> Message:
             content = parts
     else:
         content = m.content
-    if m.role == "tool" and not m.tool_call_id:
+    if m.role == "tool" and m.tool_call_id is None:
         raise WireError(f"{where}.tool_call_id: a tool message answers a call by its id", f"{where}.tool_call_id")
-    if content is None and not (m.role == "assistant" and (m.tool_calls or refusal)):
+    if m.role == "function":
+        # OpenAI's deprecated function result: a tool result named by its function.
+        return Message("tool", content or "", name=m.name)
+    if content is None and m.role != "assistant":
         raise WireError(f"{where}.content: required", f"{where}.content")
-    calls = tuple(ToolCall(c.id, c.function.name, c.function.arguments) for c in m.tool_calls or ())
+    calls = tuple(_openai_call(c, f"{where}.tool_calls[{j}]") for j, c in enumerate(m.tool_calls or ()))
     return Message(m.role, content, name=m.name, tool_calls=calls, tool_call_id=m.tool_call_id, refusal=refusal)
+
+
+def _openai_call(call: _OpenAIToolCall, where: str) -> ToolCall:
+    if call.function is not None:
+        return ToolCall(call.id, call.function.name, call.function.arguments)
+    if call.custom is not None:
+        return ToolCall(call.id, call.custom.name, call.custom.input)
+    raise WireError(f"{where}: a tool call needs its function (or custom) member", where)
 
 
 def _openai_tool(tool: _OpenAITool, i: int) -> Tool:
