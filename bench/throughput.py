@@ -183,6 +183,7 @@ def backend_at(revision: str) -> type:
     path.write_text(source)
     spec = importlib.util.spec_from_file_location(f"openai_wire_{revision}", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # msgspec resolves the view structs' annotations through it
     spec.loader.exec_module(module)
     return module.OpenAIBackend
 

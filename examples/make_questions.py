@@ -30,15 +30,15 @@ def main(n: int = 240, path: str = str(Path(__file__).with_name("questions.jsonl
     print(f"wrote {len(questions)} lines to {path}")
 
 
-# What each line of the extraction batch asks for: the answer, the kind of question, and why.
+# What each line of the extraction batch asks for: the answer and the kind of question. (No
+# free-text field: an ensemble votes over the whole object, and prose never agrees.)
 EXTRACTION_SCHEMA = {
     "type": "object",
     "properties": {
         "answer": {"type": "string", "description": "the number, or the letter of the right option"},
         "kind": {"type": "string", "enum": ["arithmetic", "multiple_choice"]},
-        "explanation": {"type": "string"},
     },
-    "required": ["answer", "kind", "explanation"],
+    "required": ["answer", "kind"],
     "additionalProperties": False,
 }
 

@@ -240,3 +240,18 @@ def test_unknown_fields_are_named(base_url, openai_schemas):
     assert response.status_code == 400
     openai_schemas.check("ErrorResponse", response.json())
     assert response.json()["error"]["param"] == "messages[0].content[0].cache"
+
+
+def test_the_model_list_and_error_bodies_are_valid(base_url, openai_schemas):
+    openai_schemas.check("ListModelsResponse", requests.get(f"{base_url}/v1/models", timeout=30).json())
+    ask = {"messages": [{"role": "user", "content": "hi"}]}
+    for body, status, param in [({**ask, "model": "ghost"}, 404, "model"), ({"model": "wire-sim-a", "messages": []}, 400, "messages"),
+                                ({**ask, "model": "wire-sim-a", "n": 0}, 400, "n")]:
+        response = requests.post(f"{base_url}/v1/chat/completions", json=body, timeout=30)
+        assert response.status_code == status
+        openai_schemas.check("ErrorResponse", response.json())
+        assert response.json()["error"]["param"] == param
+    response = requests.post(f"{base_url}/v1/chat/completions", data=b"{not json", timeout=30,
+                             headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    openai_schemas.check("ErrorResponse", response.json())
