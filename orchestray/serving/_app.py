@@ -375,10 +375,7 @@ class Gateway:
         """The stream's first chunk, before any byte is sent: a request refused before the
         answer began (a field the provider cannot honour, an unknown model) gets its 4xx."""
         try:
-            return await anext(chunks)
-        except RayTaskError as err:
-            cause = getattr(err, "cause", None)
-            raise (cause if isinstance(cause, OrchestrayError) else ProviderUnavailableError("coordinator failed")) from None
+            return await _unwrapped(anext(chunks))
         except StopAsyncIteration:
             raise ProviderUnavailableError("the stream ended before its answer") from None
 

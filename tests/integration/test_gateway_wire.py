@@ -144,6 +144,24 @@ def test_n_3(client, model):
 
 
 @pytest.mark.parametrize("model", MODELS)
+def test_n_2_streamed(client, model, openai_schemas):
+    text: dict[int, str] = {}
+    roles, finished = set(), {}
+    with client.chat.completions.create(model=model, messages=[{"role": "user", "content": QUESTION}], n=2,
+                                        stream=True) as stream:
+        for chunk in stream:
+            openai_schemas.check("CreateChatCompletionStreamResponse", chunk.model_dump(mode="json", exclude_unset=True))
+            for choice in chunk.choices:
+                if choice.delta.role:
+                    roles.add(choice.index)
+                text[choice.index] = text.get(choice.index, "") + (choice.delta.content or "")
+                if choice.finish_reason:
+                    finished[choice.index] = choice.finish_reason
+    assert roles == {0, 1} and finished == {0: "stop", 1: "stop"}
+    assert all("51" in t for t in text.values())
+
+
+@pytest.mark.parametrize("model", MODELS)
 def test_an_image_data_url(client, model):
     text = client.chat.completions.create(model=model, messages=[{"role": "user", "content": QUESTION}])
     response = client.chat.completions.create(model=model, messages=[{"role": "user", "content": [
