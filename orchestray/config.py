@@ -126,7 +126,24 @@ class RaceRoute(_Route):
     hedge_after_ms: float | Literal["p95"] | None = None
 
 
-class EnsembleRoute(_Route):
+class _Extracting(_Route):
+    """How a pattern reads what a reply answers (`policies.extraction`). Unset: the `Answer:` line,
+    or a JSON answer in canonical form; a reply with tool calls always answers with its calls."""
+
+    extract: Literal["answer", "number", "choice", "text", "json", "regex", "tool_call"] | None = None
+    pattern_regex: str | None = None
+    path: str | None = Field(default=None, description="extract: json: the field, e.g. answer or result.items.0")
+
+    @model_validator(mode="after")
+    def _options_fit(self) -> "_Extracting":
+        if self.path is not None and self.extract != "json":
+            raise ValueError("`path` is for extract: json")
+        if self.pattern_regex is not None and self.extract != "regex":
+            raise ValueError("`pattern_regex` is for extract: regex")
+        return self
+
+
+class EnsembleRoute(_Extracting):
     pattern: Literal["ensemble"]
     providers: list[str] = Field(min_length=1)
     samples: int = Field(default=1, gt=0, le=64, description="calls per provider")
@@ -135,13 +152,10 @@ class EnsembleRoute(_Route):
     tie: Literal["first", "lowest_cost", "abstain", "random"] = "first"
     weights: dict[str, float] = {}
     judge: str | None = None
-    extract: Literal["answer", "number", "choice", "text", "json", "regex"] = "answer"
-    pattern_regex: str | None = None
-    json_field: str | None = None
     quorum: int | None = Field(default=None, gt=0)
 
 
-class CascadeRoute(_Route):
+class CascadeRoute(_Extracting):
     pattern: Literal["cascade"]
     providers: list[str] = Field(min_length=1)
     accept: Literal["confidence", "agreement", "judge"] = "confidence"

@@ -40,6 +40,7 @@ __all__ = [
     "Span",
     "estimate_tokens",
     "image_tokens",
+    "canonical_json",
 ]
 
 
@@ -103,7 +104,7 @@ class ToolCall(msgspec.Struct, frozen=True):
     def canonical(self) -> str:
         """Name plus canonical arguments (sorted keys, no spaces): equal calls compare equal."""
         args = self.parsed_arguments()
-        text = self.arguments if args is None else json.dumps(args, sort_keys=True, separators=(",", ":"))
+        text = self.arguments if args is None else canonical_json(args)
         return f"{self.name}({text})"
 
 
@@ -384,6 +385,22 @@ class Chunk(msgspec.Struct, kw_only=True, omit_defaults=True):
     refusal: str | None = None
     done: bool = False
     completion: Completion | None = None
+
+
+def canonical_json(value: Any) -> str:
+    """One spelling per JSON value: sorted keys, no spaces, and 2.0 written as 2 (JSON has one
+    number type, so models that write either mean the same)."""
+    return json.dumps(_integral(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _integral(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
 
 
 def estimate_tokens(text: str) -> int:

@@ -1,7 +1,7 @@
 """Self-reported confidence and judge scores read from text, and the cascade's acceptance tests.
 
-`parse_confidence` reads "Confidence: 0.87", "confidence 87%", "Confidence: 8/10", "I am 90% sure"
-(the last statement wins), clamps to [0, 1] and gives None when there is none. A bare number above
+`parse_confidence` reads "Confidence: 0.87", "confidence 87%", "Confidence: 8/10", "I am 90% sure",
+a JSON answer's `"confidence": 0.87` field (the last statement wins), clamps to [0, 1] and gives None when there is none. A bare number above
 1 is a percentage ("Confidence: 87" is 0.87).
 
 An acceptance test looks at what a cascade stage produced (`StageAnswer`) and returns a `Decision`
@@ -16,6 +16,10 @@ An acceptance test looks at what a cascade stage produced (`StageAnswer`) and re
 
 A test says what the stage must supply: `samples` (k replies for the agreement test) and
 `needs_judge` (call a judge with `judge_score_prompt` and put its reply in `judge_reply`).
+
+Tool calls and JSON answers: the agreement test compares what each sample answers by
+`reply_answer` (tool calls by name and canonical arguments, JSON in canonical form or by the
+extractor's field); a tool call states no confidence, so over tools use agreement or a judge.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from orchestray.errors import ConfigError
-from orchestray.policies.extraction import Extractor, extractor
+from orchestray.messages import ToolCall
+from orchestray.policies.extraction import Extractor, extractor, reply_answer
 from orchestray.policies.voting import majority_vote
 
 __all__ = [
@@ -46,7 +51,7 @@ _NUM = r"(-?\d+(?:\.\d+)?)"
 _SCALE = r"(?:\s*(%)|\s*/\s*(\d+(?:\.\d+)?)|\s+out\s+of\s+(\d+(?:\.\d+)?))?"
 # "Confidence: 0.87", "confidence level is 87%", "Confidence - 8/10", "confident: 9 out of 10"
 _AFTER_WORD = re.compile(
-    r"(?i)\bconfiden(?:ce|t)\b(?:\s+(?:level|score))?\s*(?:is\b|[:=\-])?\s*(?:of\s+|about\s+|at\s+)?"
+    r"(?i)\bconfiden(?:ce|t)\b(?:\s+(?:level|score))?\"?\s*(?:is\b|[:=\-])?\s*(?:of\s+|about\s+|at\s+)?"
     + _NUM + _SCALE
 )
 # "90% confident", "8/10 confidence", "I'm 90% sure"
@@ -130,6 +135,9 @@ class StageAnswer:
     samples: tuple[str, ...] = ()  # k sampled replies, when the test has samples > 0
     judge_reply: str | None = None  # the judge's reply, when the test needs a judge
     stage: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()  # the reply's tool calls
+    sample_calls: tuple[tuple[ToolCall, ...], ...] = ()  # each sample's tool calls, beside `samples`
+    wants_json: bool = False  # the request asked for a JSON answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +201,7 @@ class _Confidence(AcceptanceTest):
 class _Agreement(AcceptanceTest):
     __slots__ = ("threshold", "samples", "extract")
 
-    def __init__(self, threshold: float, k: int, extract: Extractor):
+    def __init__(self, threshold: float, k: int, extract: Extractor | None):
         self.threshold = _check_threshold(threshold, "agreement")
         if not isinstance(k, int) or k < 2:
             raise ConfigError(f"agreement needs k >= 2 samples, got {k!r}")
@@ -206,7 +214,9 @@ class _Agreement(AcceptanceTest):
     def __call__(self, stage: StageAnswer) -> Decision:
         if not stage.samples:
             return Decision(False, f"no samples to compare (needs {self.samples})")
-        vote = majority_vote([self.extract(s) for s in stage.samples])
+        calls = stage.sample_calls or ((),) * len(stage.samples)
+        vote = majority_vote([reply_answer(self.extract, s, c, wants_json=stage.wants_json)
+                              for s, c in zip(stage.samples, calls)])
         # Failed or unreadable samples count against agreement: they were drawn and did not agree.
         drawn = max(self.samples, len(stage.samples))
         top = vote.counts.get(vote.winner, 0) if vote.winner is not None else 0
@@ -313,14 +323,15 @@ def escalate_if_below(threshold: float, *, if_missing: str = "escalate") -> Acce
 
 
 def escalate_if_agreement_below(
-    threshold: float, k: int = 3, *, extract: str | Extractor | Callable[[str], str | None] = "answer"
+    threshold: float, k: int = 3, *, extract: str | Extractor | Callable[[str], str | None] | None = None
 ) -> AcceptanceTest:
     """Accept when the most common of `k` sampled answers has at least `threshold` of the k draws.
 
     Samples that failed or had no extractable answer count as disagreeing. The decision's `answer`
-    is the majority answer, which the cascade should return instead of the first reply.
+    is the majority answer, which the cascade should return instead of the first reply. Without
+    `extract`, answers compare as `reply_answer` reads them (`answer`, or canonical JSON).
     """
-    return _Agreement(threshold, k, extractor(extract))
+    return _Agreement(threshold, k, None if extract is None else extractor(extract))
 
 
 def escalate_if_judge_below(threshold: float) -> AcceptanceTest:
@@ -334,7 +345,7 @@ def accept_if(predicate: Callable[[StageAnswer], bool | Decision], name: str | N
 
 
 def acceptance_from_config(
-    accept: str = "confidence", threshold: float = 0.8, samples: int = 3, extract: str = "answer"
+    accept: str = "confidence", threshold: float = 0.8, samples: int = 3, extract: str | Extractor | None = None
 ) -> AcceptanceTest:
     """The test a cascade route's config names: `accept: confidence | agreement | judge`."""
     if accept == "confidence":

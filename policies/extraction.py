@@ -9,8 +9,15 @@ does not vote. Build one with `extractor(kind, **options)`:
     "number"   -                            the answer's number ("Answer: 1,234.50" -> "1234.5")
     "choice"   choices="ABCDE"              the option letter ("Answer: B", "(B)", "B)")
     "regex"    pattern=, group=1, last=False  a regex group of the first (or last) match
-    "json"     path="a.b.0"                 a field of the first JSON object in the text holding it
+    "json"     path="a.b.0"                 a field of the first JSON object in the text holding it;
+                                            path="" (the default): the whole object, canonical
+    "tool_call" -                           nothing from text: only a reply's tool calls vote
     "custom"   fn=callable                  whatever `fn(text)` returns (str() of it; None stays None)
+
+Votes and checks read a whole reply with `reply_answer(extract, content, tool_calls)`: a reply
+that calls tools answers with its calls (`tool_calls_key`: each call's name and canonical
+arguments, in any order), whatever the extractor; otherwise the extractor reads its text, and
+with no extractor given, a JSON answer compares in canonical form and any other by `answer`.
 
 `extractor(spec)` also takes a callable (custom) or a config mapping `{"kind": "regex", "pattern":
 ...}`. Models here end their answers with `Answer: <value>` and may add `Confidence: 0.87`; the
@@ -21,12 +28,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from orchestray.errors import ConfigError
+from orchestray.messages import ToolCall, canonical_json
 
 __all__ = [
     "Extractor",
@@ -41,9 +49,11 @@ __all__ = [
     "extract_regex",
     "extract_json_field",
     "canonical_number",
+    "tool_calls_key",
+    "reply_answer",
 ]
 
-KINDS = ("answer", "text", "number", "choice", "regex", "json", "custom")
+KINDS = ("answer", "text", "number", "choice", "regex", "json", "tool_call", "custom")
 
 # "Answer: 85", "Final answer = 85", "the answer is 85": the rest of that line.
 _ANSWER = re.compile(r"(?im)\b(?:final\s+)?answer\b\s*(?:is\b\s*:?|[:=])[ \t]*([^\n]*)")
@@ -189,7 +199,7 @@ def _json_to_answer(value: Any) -> str | None:
         return canonical_number(repr(value))
     if isinstance(value, str):
         return value.strip() or None
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return canonical_json(value)
 
 
 def extract_json_field(text: str, path: str) -> str | None:
@@ -235,6 +245,7 @@ _ALLOWED = {
     "choice": {"choices"},
     "regex": {"pattern", "group", "last"},
     "json": {"path"},
+    "tool_call": set(),
     "custom": {"fn"},
 }
 
@@ -288,11 +299,39 @@ def extractor(kind: str | Callable[[str], Any] | Mapping[str, Any] | Extractor =
             kind, lambda text: extract_regex(text, compiled, group, last), {"pattern": pattern, "group": group}
         )
     if kind == "json":
-        path = options.get("path")
+        path = options.get("path", "")
         if not isinstance(path, str):
-            raise ConfigError("extract json needs a `path` such as 'answer' or 'result.value'")
-        return Extractor(kind, lambda text: extract_json_field(text, path), {"path": path})
+            raise ConfigError("extract json: `path` names a field such as 'answer' or 'result.value' ('' for the whole object)")
+        return Extractor(kind, lambda text: extract_json_field(text, path), {"path": path} if path else {})
+    if kind == "tool_call":
+        return Extractor(kind, lambda text: None)
     fn = options.get("fn")
     if not callable(fn):
         raise ConfigError("extract custom needs `fn`, a callable str -> str | None")
     return Extractor(kind, fn, {"fn": getattr(fn, "__name__", repr(fn))})
+
+
+def tool_calls_key(calls: Iterable[ToolCall]) -> str | None:
+    """The answer a reply's tool calls give: each call's name and canonical arguments, sorted so
+    that the same parallel calls in another order agree; None without calls."""
+    keys = sorted(call.canonical() for call in calls)
+    return "; ".join(keys) if keys else None
+
+
+_DEFAULT = Extractor("answer", extract_answer)
+_WHOLE_JSON = Extractor("json", lambda text: extract_json_field(text, ""))
+
+
+def reply_answer(
+    extract: Extractor | None, content: str | None, tool_calls: Iterable[ToolCall] = (), *, wants_json: bool = False
+) -> str | None:
+    """What one reply answers, for a vote or an agreement check. Tool calls answer for the reply
+    (a model that calls a tool has not answered in text); else `extract` reads the text, or with
+    none given, the canonical JSON object when the request asked for JSON (`wants_json`), else the
+    `answer` extractor."""
+    calls = tool_calls_key(tool_calls)
+    if calls is not None:
+        return calls
+    if extract is None:
+        extract = _WHOLE_JSON if wants_json else _DEFAULT
+    return extract(content)

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from orchestray.errors import ConfigError
+from orchestray.messages import ToolCall
 
 __all__ = [
     "Answer",
@@ -40,6 +41,7 @@ __all__ = [
     "judge_prompt",
     "parse_best",
     "aggregator_prompt",
+    "candidate_text",
 ]
 
 TIE_RULES = ("first", "lowest_cost", "abstain", "random")
@@ -208,6 +210,14 @@ def weighted_vote(
 # --- a judge model picks the best candidate --------------------------------------------------
 
 
+def candidate_text(content: str, tool_calls: Sequence[ToolCall] = ()) -> str:
+    """A reply as a judge or an aggregator reads it: its text, then each tool call it made with
+    canonical arguments, so a reply that only called a tool is not an empty candidate."""
+    calls = [f"Calls the tool {call.canonical()}" for call in tool_calls]
+    return "\n".join(([content.strip()] if content.strip() else []) + calls)
+
+
+
 def judge_prompt(question: str, candidates: Sequence[str]) -> str:
     """Ask a judge model to pick the best of numbered candidate replies, as "Best: <number>"."""
     listed = "\n\n".join(f"Candidate {i}:\n{c.strip()}" for i, c in enumerate(candidates, 1))
@@ -275,11 +285,12 @@ def judged_vote(
 # --- Mixture-of-Agents: an aggregator merges every reply ------------------------------------
 
 
-def aggregator_prompt(question: str, responses: Sequence[str]) -> str:
+def aggregator_prompt(question: str, responses: Sequence[str], *, structured: bool = False) -> str:
     """Ask an aggregator model to merge several replies into one better reply (Mixture-of-Agents).
 
     The final reply keeps the project's convention of ending with `Answer: <value>`, so the same
-    extractor reads the aggregate as it reads each reply.
+    extractor reads the aggregate as it reads each reply; when the request asked for JSON or
+    offered tools (`structured`), it answers in that form instead: the JSON, or the tool call.
     """
     listed = "\n\n".join(f"Reply {i}:\n{r.strip()}" for i, r in enumerate(responses, 1))
     return (
@@ -288,5 +299,7 @@ def aggregator_prompt(question: str, responses: Sequence[str]) -> str:
         "that keeps what is right and corrects what is wrong; do not merely copy one of them or "
         "list them.\n\n"
         f"Question:\n{question.strip()}\n\n{listed}\n\n"
-        "End your reply with a line `Answer: <your final answer>`."
+        + ("Give your reply in the form the question asks for: the JSON it asks for, or the tool call "
+           "to make if the best reply is a tool call."
+           if structured else "End your reply with a line `Answer: <your final answer>`.")
     )

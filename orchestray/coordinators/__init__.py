@@ -13,7 +13,7 @@ from typing import Callable
 from orchestray.config import Config, PriceConfig
 from orchestray.errors import ConfigError
 from orchestray.policies.confidence import acceptance_from_config
-from orchestray.policies.extraction import extractor
+from orchestray.policies.extraction import Extractor, extractor
 from orchestray.policies.routing import Router
 
 from orchestray.coordinators._base import Coordinator, Model, Resolve
@@ -48,11 +48,13 @@ def _price_lookup(config: Config) -> Callable[[str], PriceConfig | None]:
     return price_of
 
 
-def _extractor_of(route) -> object:
+def _extractor_of(route) -> Extractor | None:
+    if route.extract is None:
+        return None  # reply_answer's default: the `Answer:` line, or canonical JSON
     if route.extract == "regex":
         return extractor("regex", pattern=route.pattern_regex or r"(.+)")
     if route.extract == "json":
-        return extractor("json", path=route.json_field or "answer")
+        return extractor("json", path=route.path or "")
     return extractor(route.extract)
 
 
@@ -71,7 +73,7 @@ def build_coordinator(name: str, config: Config, resolve: Resolve) -> Coordinato
             extract=_extractor_of(route), quorum=route.quorum,
         )
     if pattern == "cascade":
-        accept = acceptance_from_config(route.accept, route.threshold, route.samples)
+        accept = acceptance_from_config(route.accept, route.threshold, route.samples, _extractor_of(route))
         return CascadeCoordinator(
             name, resolve, route.providers, accept, judge=route.judge,
             ask_confidence=route.accept == "confidence", price_of=_price_lookup(config),

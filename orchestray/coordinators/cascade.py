@@ -4,6 +4,13 @@ A stage is any provider or route. Acceptance: self-reported confidence, agreemen
 samples, a judge's score, or a custom predicate (`orchestray.policies.confidence`). The answer
 reports which stage answered, the cost of every stage, and the cost saved against sending the
 request to the last stage alone.
+
+Every stage gets the caller's whole request (tools, response format, images, history); only the
+confidence instruction is added, to the last user turn's text. When the request asks for JSON the
+confidence is asked for as a `"confidence"` field of the object instead, so the answer stays
+JSON (a `json_schema` without that property is left as it is: no confidence, and the stage
+escalates; use `accept: agreement` there). Agreement compares tool calls by name and canonical
+arguments and JSON in canonical form, and the answer is a sample that voted for the majority.
 """
 
 from __future__ import annotations
@@ -14,17 +21,30 @@ from typing import Callable
 
 from orchestray.config import PriceConfig
 from orchestray.errors import AllFailedError, OrchestrayError
-from orchestray.messages import ChatRequest, Completion, Message, estimate_tokens
+from orchestray.messages import ChatRequest, Completion
 from orchestray.policies.confidence import AcceptanceTest, StageAnswer, judge_score_prompt
+from orchestray.policies.extraction import reply_answer
+from orchestray.policies.voting import candidate_text
 
-from orchestray.coordinators._base import Coordinator, Resolve, fail_with, failed_span, finish
-from orchestray.coordinators.ensemble import sample_seed
+from orchestray.coordinators._base import (
+    Coordinator,
+    Resolve,
+    fail_with,
+    failed_span,
+    finish,
+    own_question,
+    sample_seed,
+)
 
-__all__ = ["CascadeCoordinator", "CONFIDENCE_INSTRUCTION"]
+__all__ = ["CascadeCoordinator", "CONFIDENCE_INSTRUCTION", "JSON_CONFIDENCE_INSTRUCTION"]
 
 CONFIDENCE_INSTRUCTION = (
     "After your answer, state how confident you are that it is correct, on its own line, as "
     "'Confidence: <a number from 0 to 1>'."
+)
+JSON_CONFIDENCE_INSTRUCTION = (
+    "In the JSON object, include a field \"confidence\": how confident you are that the answer is "
+    "correct, as a number from 0 to 1."
 )
 
 
@@ -57,16 +77,19 @@ class CascadeCoordinator(Coordinator):
     def _asked(self, request: ChatRequest) -> ChatRequest:
         if not self.ask_confidence:
             return request
-        messages = list(request.messages)
-        for i in range(len(messages) - 1, -1, -1):
-            if messages[i].role == "user":
-                messages[i] = Message("user", f"{messages[i].content}\n\n{CONFIDENCE_INSTRUCTION}")
-                break
-        return request.with_changes(messages=tuple(messages))
+        instruction = CONFIDENCE_INSTRUCTION
+        fmt = request.response_format
+        if fmt is not None and fmt.wants_json:
+            properties = (fmt.schema or {}).get("properties")
+            if fmt.type == "json_schema" and not (isinstance(properties, dict) and "confidence" in properties):
+                return request  # a strict schema leaves no room for the field; asking would fight it
+            instruction = JSON_CONFIDENCE_INSTRUCTION
+        return request.with_last_user_text(f"{request.last_user_text()}\n\n{instruction}")
 
     async def complete(self, request: ChatRequest) -> Completion:
         started = self.clock()
         asked = self._asked(request)
+        wants_json = request.response_format is not None and request.response_format.wants_json
         spans, causes, stages = [], [], []
         answer: Completion | None = None
         for i, stage in enumerate(self.stages):
@@ -86,8 +109,19 @@ class CascadeCoordinator(Coordinator):
                 stages.append({"stage": stage, "cost": _cost(spans[before:]), "decision": "last stage: accepted"})
                 break
             judge_reply = await self._judge(request, answer, spans) if self.accept.needs_judge else None
-            verdict = self.accept(StageAnswer(text=answer.content, samples=samples, judge_reply=judge_reply, stage=stage))
-            stages.append({"stage": stage, "cost": _cost(spans[before:]), "decision": verdict.reason, "score": verdict.score})
+            verdict = self.accept(StageAnswer(
+                text=answer.content, samples=tuple(s.content for s in samples), judge_reply=judge_reply, stage=stage,
+                tool_calls=answer.tool_calls, sample_calls=tuple(s.tool_calls for s in samples), wants_json=wants_json,
+            ))
+            record = {"stage": stage, "cost": _cost(spans[before:]), "decision": verdict.reason, "score": verdict.score}
+            if answer.tool_calls:
+                record["tool_calls"] = [c.canonical() for c in answer.tool_calls]
+            if verdict.answer is not None:
+                record["answer"] = verdict.answer
+                # The majority's reply, not merely the first sample: that is what was accepted.
+                answer = next((s for s in samples if reply_answer(_extract_of(self.accept), s.content, s.tool_calls,
+                                                                  wants_json=wants_json) == verdict.answer), answer)
+            stages.append(record)
             if verdict.accept:
                 break
         elapsed = self.clock() - started
@@ -115,7 +149,7 @@ class CascadeCoordinator(Coordinator):
             answer = await model.complete(request)
             if answer.trace is not None:
                 spans.append(answer.trace)
-            return answer, (answer.content,) if k == 1 else ()
+            return answer, (answer,) if k == 1 else ()
         results = await asyncio.gather(
             *(model.complete(request.with_changes(seed=sample_seed(request.seed, j))) for j in range(k)),
             return_exceptions=True,
@@ -131,11 +165,11 @@ class CascadeCoordinator(Coordinator):
                 ok.append(result)
         if not ok:
             raise AllFailedError(f"stage {stage}", [r for r in results if isinstance(r, BaseException)])
-        return ok[0], tuple(r.content for r in ok)
+        return ok[0], tuple(ok)
 
     async def _judge(self, request: ChatRequest, answer: Completion, spans: list) -> str | None:
-        asked = ChatRequest(messages=(Message("user", judge_score_prompt(request.last_user_text(), answer.content)),),
-                            request_id=request.request_id)
+        reply = candidate_text(answer.content, answer.tool_calls)
+        asked = own_question(request, judge_score_prompt(request.last_user_text(), reply))
         try:
             reply = await self.resolve(self.judge).complete(asked)
         except OrchestrayError as err:
@@ -154,7 +188,15 @@ class CascadeCoordinator(Coordinator):
         if price is None:
             return None
         # It did not run: what it would have cost for this prompt and an answer of this length.
-        return price.cost(estimate_tokens(request.prompt_text()), answer.output_tokens)
+        return price.cost(request.prompt_tokens(), answer.output_tokens)
+
+
+def _extract_of(test: AcceptanceTest):
+    """The extractor an agreement test compares samples with (None: `reply_answer`'s default)."""
+    for part in (test, *getattr(test, "parts", ())):
+        if getattr(part, "samples", 0) and hasattr(part, "extract"):
+            return part.extract
+    return None
 
 
 def _cost(spans) -> float:

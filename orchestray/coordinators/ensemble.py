@@ -13,11 +13,12 @@ import time
 from typing import Callable, Mapping
 
 from orchestray.errors import AllFailedError, OrchestrayError
-from orchestray.messages import ChatRequest, Completion, Message
-from orchestray.policies.extraction import Extractor, extractor
+from orchestray.messages import ChatRequest, Completion
+from orchestray.policies.extraction import Extractor, reply_answer
 from orchestray.policies.voting import (
     Answer,
     aggregator_prompt,
+    candidate_text,
     judge_prompt,
     judged_vote,
     majority_vote,
@@ -25,16 +26,20 @@ from orchestray.policies.voting import (
     weighted_vote,
 )
 
-from orchestray.coordinators._base import Coordinator, Resolve, fail_with, failed_span, finish
+from orchestray.coordinators._base import (
+    Coordinator,
+    Resolve,
+    ask_in_turn,
+    fail_with,
+    failed_span,
+    finish,
+    own_question,
+    sample_seed,
+)
 
 __all__ = ["EnsembleCoordinator", "sample_seed"]
 
 VOTES = ("majority", "weighted", "judge", "aggregate")
-
-
-def sample_seed(seed: int | None, index: int) -> int:
-    """A distinct, reproducible seed per sample, so samples of one prompt differ."""
-    return ((seed or 0) * 1_000_003 + index * 7_919 + 1) % (2**31)
 
 
 class EnsembleCoordinator(Coordinator):
@@ -52,7 +57,7 @@ class EnsembleCoordinator(Coordinator):
         tie: str = "first",
         weights: Mapping[str, float] | None = None,
         judge: str | None = None,
-        extract: Extractor | None = None,
+        extract: Extractor | None = None,  # None: the reply's answer, or its canonical JSON
         quorum: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
@@ -68,7 +73,7 @@ class EnsembleCoordinator(Coordinator):
         self.tie = tie
         self.weights = dict(weights or {})
         self.judge = judge
-        self.extract = extract or extractor("answer")
+        self.extract = extract
         self.quorum = quorum
 
     def _requests(self, request: ChatRequest) -> list[tuple[str, ChatRequest]]:
@@ -88,6 +93,7 @@ class EnsembleCoordinator(Coordinator):
         calls = self._requests(request)
         results = await asyncio.gather(*(self.resolve(p).complete(r) for p, r in calls), return_exceptions=True)
         spans, causes, answers, completions = [], [], [], []
+        wants_json = request.response_format is not None and request.response_format.wants_json
         for (provider, _), result in zip(calls, results):
             if isinstance(result, BaseException):
                 if not isinstance(result, (OrchestrayError, asyncio.CancelledError)):
@@ -97,7 +103,8 @@ class EnsembleCoordinator(Coordinator):
                 continue
             if result.trace is not None:
                 spans.append(result.trace)
-            answers.append(Answer(self.extract(result.content), provider, result.cost, result.content))
+            key = reply_answer(self.extract, result.content, result.tool_calls, wants_json=wants_json)
+            answers.append(Answer(key, provider, result.cost, candidate_text(result.content, result.tool_calls)))
             completions.append(result)
         if not completions:
             raise fail_with(AllFailedError(f"ensemble {self.name}", causes), self.kind, self.name, spans,
@@ -105,39 +112,46 @@ class EnsembleCoordinator(Coordinator):
         quorum = self.quorum or 1
         rng = random.Random(request.seed or 0) if self.tie == "random" else None
         question = request.last_user_text()
-        content = None
+        merged = None
         if self.vote == "weighted":
             result = weighted_vote(answers, self.weights, tie=self.tie, quorum=quorum, rng=rng)
         elif self.vote == "judge":
-            reply = await self._ask_model(self.judge, judge_prompt(question, [a.text for a in answers]), request, spans)
+            # The judge answers "Best: N" in text, whatever the caller asked the members for.
+            asked = own_question(request, judge_prompt(question, [a.text for a in answers]))
+            reply = await self._ask_model(self.judge, asked, spans)
             result = judged_vote(answers, parse_best(reply.content, len(answers)) if reply else None, tie=self.tie, quorum=quorum, rng=rng)
         else:
             result = majority_vote(answers, tie=self.tie, quorum=quorum, rng=rng)
             if self.vote == "aggregate":
-                reply = await self._ask_model(self.judge, aggregator_prompt(question, [a.text for a in answers]), request, spans)
-                if reply is not None:
-                    content = reply.content
+                # The aggregate is the answer: it is asked as the caller asked (tools, JSON).
+                structured = wants_json or bool(request.tools)
+                prompt = aggregator_prompt(question, [a.text for a in answers], structured=structured)
+                merged = await self._ask_model(self.judge, ask_in_turn(request, prompt), spans)
         data = {
             "vote": self.vote,
             "counts": dict(result.counts),
             "agreement": round(result.agreement, 4),
             "valid": result.valid,
             "failed": len(causes),
-            "answers": [{"provider": a.provider, "answer": a.value, "cost": a.cost} for a in answers],
+            "answers": [_answer_record(a, c) for a, c in zip(answers, completions)],
         }
-        if result.winner is None and content is None:
+        if result.winner is None and merged is None:
             why = result.reason or ("quorum not met" if not result.quorum_met else "no winner")
             err = AllFailedError(f"ensemble {self.name}: {why}", causes)
             raise fail_with(err, self.kind, self.name, spans, why, self.clock() - started)
         winner = completions[answers.index(result.winner_answer)] if result.winner_answer is not None else completions[0]
         decision = result.reason or f"{self.vote}: {result.winner!r}"
+        if merged is not None:
+            winner = merged
+            key = reply_answer(self.extract, merged.content, merged.tool_calls, wants_json=wants_json)
+            data["aggregate"] = _answer_record(Answer(key, self.judge or "", merged.cost), merged)
+            decision = f"aggregate by {self.judge} over {result.reason or 'the replies'}"
         return finish(self.kind, self.name, winner, spans, decision, self.clock() - started,
-                      data=data, content=content, confidence=result.agreement)
+                      data=data, confidence=result.agreement)
 
-    async def _ask_model(self, name: str | None, prompt: str, request: ChatRequest, spans: list) -> Completion | None:
+    async def _ask_model(self, name: str | None, asked: ChatRequest, spans: list) -> Completion | None:
         """Call the judge or aggregator; its failure degrades to the plain majority."""
         assert name is not None
-        asked = ChatRequest(messages=(Message("user", prompt),), max_tokens=request.max_tokens, request_id=request.request_id)
         try:
             reply = await self.resolve(name).complete(asked)
         except OrchestrayError as err:
@@ -146,3 +160,11 @@ class EnsembleCoordinator(Coordinator):
         if reply.trace is not None:
             spans.append(reply.trace)
         return reply
+
+
+def _answer_record(answer: Answer, reply: Completion) -> dict:
+    """One reply in the trace: its vote key, and its tool calls in canonical form when it made any."""
+    record = {"provider": answer.provider, "answer": answer.value, "cost": answer.cost}
+    if reply.tool_calls:
+        record["tool_calls"] = [c.canonical() for c in reply.tool_calls]
+    return record

@@ -15,6 +15,11 @@ Templates, conditions and parsers are `orchestray.policies.templates`. The input
 last user message. `on_error: fail_fast` raises the first step that fails for good, with the trace
 so far; `continue` records it and goes on (a later template naming it then fails that step too).
 The answer is the last step that ran; the trace has one span per step, skipped steps included.
+
+A step is asked over the caller's conversation: its filled prompt replaces the text of the last
+user turn (images kept) and its system template comes first, with the caller's sampling fields.
+The caller's output options (tools, tool choice, response format, logprobs) go to the final step
+of the list, whose answer is the pipeline's; earlier steps answer in text for the templates.
 """
 
 from __future__ import annotations
@@ -32,8 +37,16 @@ from orchestray.messages import ChatRequest, Completion, Message, Span
 from orchestray.policies.extraction import Extractor
 from orchestray.policies.templates import Condition, StepOutput, check_template, condition, fill, output_parser, should_run
 
-from orchestray.coordinators._base import Coordinator, Resolve, fail_with, failed_span, finish
-from orchestray.coordinators.ensemble import sample_seed
+from orchestray.coordinators._base import (
+    Coordinator,
+    Resolve,
+    ask_in_turn,
+    fail_with,
+    failed_span,
+    finish,
+    own_question,
+    sample_seed,
+)
 
 __all__ = ["PipelineStep", "PipelineCoordinator", "STEP_KEYS", "ON_ERROR"]
 
@@ -201,19 +214,17 @@ class PipelineCoordinator(Coordinator):
     async def _run_step(self, step: PipelineStep, request: ChatRequest, outputs, text: str):
         """The step's answer, its parsed value and its attempts' spans; `_StepFailed` when out of tries."""
         try:
-            messages = (Message("user", fill(step.prompt, outputs, text)),)
-            if step.system is not None:
-                messages = (Message("system", fill(step.system, outputs, text)),) + messages
+            prompt = fill(step.prompt, outputs, text)
+            system = fill(step.system, outputs, text) if step.system is not None else None
         except ConfigError as err:  # names a step that did not run: no retry can help
             raise _StepFailed(RequestError(f"step {step.name}: {err.message}"), []) from None
-        asked = ChatRequest(
-            messages=messages,
+        final = step is self.steps[-1]
+        asked = (ask_in_turn if final else own_question)(request, prompt)
+        if system is not None:
+            asked = asked.with_changes(messages=(Message("system", system),) + asked.messages)
+        asked = asked.with_changes(
             model=step.model,
             max_tokens=step.max_tokens if step.max_tokens is not None else request.max_tokens,
-            temperature=request.temperature,
-            seed=request.seed,
-            timeout_s=request.timeout_s,
-            request_id=request.request_id,
         )
         model = self.resolve(step.model)
         attempts: list[Span] = []

@@ -7,6 +7,10 @@ independent draws because each carries its `sample` as the request's seed. A fai
 its state a proposal or a vote, never the search; only a search in which every call failed
 raises. The answer is the task's text for the best state (`Answer: <expression> = 24` when
 solved), and the trace holds every call, the tree, the totals and the best path.
+
+Each call is the search's own question asked over the caller's conversation (history, images,
+sampling fields), in text: the proposals and verdicts are parsed, so the caller's tools and
+response format do not apply to them (`own_question`).
 """
 
 from __future__ import annotations
@@ -17,12 +21,11 @@ from typing import Any, Callable
 import msgspec
 
 from orchestray.errors import AllFailedError, OrchestrayError
-from orchestray.messages import ChatRequest, Completion, Message, Span
+from orchestray.messages import ChatRequest, Completion, Span
 from orchestray.policies.search import BeamSearch, Call, Reply, SearchResult, run_search_async
 from orchestray.tasks import task_for
 
-from orchestray.coordinators._base import Coordinator, Resolve, fail_with, failed_span, finish
-from orchestray.coordinators.ensemble import sample_seed
+from orchestray.coordinators._base import Coordinator, Resolve, fail_with, failed_span, finish, own_question, sample_seed
 
 __all__ = ["TreeOfThoughtCoordinator"]
 
@@ -83,13 +86,10 @@ class TreeOfThoughtCoordinator(Coordinator):
     def _call_request(self, call: Call, request: ChatRequest) -> ChatRequest:
         seed = call.sample if request.seed is None else sample_seed(request.seed, call.sample)
         temperature = request.temperature if request.temperature is not None else self.temperature
-        return ChatRequest(
-            messages=(Message("user", call.prompt),),
+        return own_question(request, call.prompt).with_changes(
             max_tokens=self.call_max_tokens.get(call.kind, VALUE_MAX_TOKENS),
             temperature=temperature,
             seed=seed,
-            max_retries=request.max_retries,
-            timeout_s=request.timeout_s,
             request_id=f"{request.request_id}:{call.id}" if request.request_id else "",
         )
 

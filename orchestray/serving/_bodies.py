@@ -19,10 +19,18 @@ class _PatternBody(BaseModel):
     max_tokens: int | None = Field(default=None, gt=0, le=1_000_000)
     temperature: float | None = Field(default=None, ge=0, le=2)
     seed: int | None = None
+    # The chat request's own options, passed to every member; checked as /v1/chat/completions checks them.
+    tools: list[dict[str, Any]] | None = Field(default=None, description="OpenAI-style tools offered to every member")
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = Field(default=None, description="text, json_object or json_schema")
+    n: int | None = Field(default=None, ge=1, le=16, description="independent runs of the pattern, one choice each")
+    stop: str | list[str] | None = None
+    top_p: float | None = Field(default=None, ge=0, le=1)
 
     def chat_body(self) -> dict[str, Any]:
         body = {"model": "pattern", "messages": self.messages}
-        for field in ("max_tokens", "temperature", "seed"):
+        for field in _CHAT_FIELDS:
             if getattr(self, field) is not None:
                 body[field] = getattr(self, field)
         return body
@@ -30,6 +38,12 @@ class _PatternBody(BaseModel):
     def route(self) -> dict[str, Any]:
         """The route this body describes, in the config's own shape (validated the same way)."""
         raise NotImplementedError
+
+
+_CHAT_FIELDS = ("max_tokens", "temperature", "seed", "tools", "tool_choice", "parallel_tool_calls",
+                "response_format", "n", "stop", "top_p")
+
+Extract = Literal["answer", "number", "choice", "text", "json", "tool_call"]
 
 
 class RaceBody(_PatternBody):
@@ -46,14 +60,16 @@ class EnsembleBody(_PatternBody):
     tie: Literal["first", "lowest_cost", "abstain", "random"] = "first"
     weights: dict[str, float] = {}
     judge: str | None = None
-    extract: Literal["answer", "number", "choice", "text"] = "answer"
+    extract: Extract | None = Field(default=None, description="unset: the Answer: line, or canonical JSON")
+    path: str | None = Field(default=None, description="extract: json: the field that votes, e.g. answer")
     quorum: int | None = Field(default=None, gt=0)
 
     def route(self) -> dict[str, Any]:
         return {
             "pattern": "ensemble", "providers": self.providers, "samples": self.samples,
             "temperature": self.sample_temperature, "vote": self.vote, "tie": self.tie,
-            "weights": self.weights, "judge": self.judge, "extract": self.extract, "quorum": self.quorum,
+            "weights": self.weights, "judge": self.judge, "extract": self.extract, "path": self.path,
+            "quorum": self.quorum,
         }
 
 
@@ -62,10 +78,13 @@ class CascadeBody(_PatternBody):
     threshold: float = Field(default=0.8, ge=0, le=1)
     samples: int = Field(default=3, gt=0, le=16)
     judge: str | None = None
+    extract: Extract | None = Field(default=None, description="how agreement compares samples")
+    path: str | None = None
 
     def route(self) -> dict[str, Any]:
         return {"pattern": "cascade", "providers": self.providers, "accept": self.accept,
-                "threshold": self.threshold, "samples": self.samples, "judge": self.judge}
+                "threshold": self.threshold, "samples": self.samples, "judge": self.judge,
+                "extract": self.extract, "path": self.path}
 
 
 class TreeOfThoughtBody(_PatternBody):

@@ -130,3 +130,18 @@ def test_from_config():
         escalate_if_below(1.5)
     with pytest.raises(ConfigError):
         escalate_if_agreement_below(0.5, k=1)
+
+
+def test_confidence_from_a_json_field_and_agreement_over_tool_calls_and_json():
+    from orchestray.messages import ToolCall
+
+    assert parse_confidence('{"answer": "sunny", "confidence": 0.92}') == 0.92
+    assert escalate_if_below(0.9)(StageAnswer(text='{"answer": 1, "confidence": 95}')).accept
+    paris, rome = ToolCall("a", "f", '{"city":"Paris"}'), ToolCall("b", "f", '{"city": "Rome"}')
+    test = escalate_if_agreement_below(0.6, k=3)
+    calls = ((paris,), (ToolCall("c", "f", '{ "city" : "Paris" }'),), (rome,))
+    decision = test(StageAnswer(text="", samples=("", "", ""), sample_calls=calls))
+    assert decision.accept and decision.answer == 'f({"city":"Paris"})'
+    json_samples = ('{"a": 1, "b": 2}', '{"b": 2, "a": 1}', '{"a": 2}')
+    assert test(StageAnswer(text="", samples=json_samples, wants_json=True)).accept
+    assert not test(StageAnswer(text="", samples=json_samples)).accept  # as text they differ

@@ -102,7 +102,8 @@ def test_config_mapping():
         ("regex", {}),
         ("regex", {"pattern": "("}),
         ("regex", {"pattern": r"(\d)", "group": 2}),
-        ("json", {}),
+        ("json", {"path": 3}),
+        ("tool_call", {"path": "x"}),
         ("number", {"path": "x"}),
         ("custom", {"fn": 3}),
         ("choice", {"choices": "1"}),
@@ -111,3 +112,30 @@ def test_config_mapping():
 def test_bad_extractor_config_is_a_config_error(kind, options):
     with pytest.raises(ConfigError):
         extractor(kind, **options)
+
+
+def test_a_reply_with_tool_calls_answers_with_its_calls_in_canonical_form():
+    from orchestray.messages import ToolCall
+    from orchestray.policies.extraction import reply_answer, tool_calls_key
+
+    paris = ToolCall("a", "get_weather", '{"unit": "c",  "city": "Paris"}')
+    rome = ToolCall("b", "get_weather", '{"city":"Rome"}')
+    assert tool_calls_key([paris]) == 'get_weather({"city":"Paris","unit":"c"})'
+    assert tool_calls_key([paris, rome]) == tool_calls_key([rome, paris])
+    assert tool_calls_key([]) is None
+    assert tool_calls_key([ToolCall("c", "f", "{not json")]) == "f({not json)"  # kept as written
+    for kind in ("answer", "number", "tool_call", "json"):
+        assert reply_answer(extractor(kind), "Answer: 4", [paris]) == tool_calls_key([paris])
+    assert reply_answer(extractor("tool_call"), "Answer: 4") is None
+    assert reply_answer(extractor("number"), "Answer: 4") == "4"
+
+
+def test_json_answers_compare_canonically_by_default_and_by_field_with_a_path():
+    from orchestray.policies.extraction import reply_answer
+
+    a, b = '{"b": [1, 2], "a": 1.0}', '```json\n{"a": 1, "b": [1,2]}\n```'
+    assert reply_answer(None, a, wants_json=True) == reply_answer(None, b, wants_json=True) == '{"a":1,"b":[1,2]}'
+    assert reply_answer(None, "Answer: Paris.") == "paris"  # no JSON asked for: the Answer: line
+    assert extractor("json")(a) == '{"a":1,"b":[1,2]}' and extractor("json", path="b.1")(b) == "2"
+    assert reply_answer(extractor("json", path="a"), a, wants_json=True) == "1"
+    assert reply_answer(None, "not json at all", wants_json=True) is None

@@ -143,3 +143,17 @@ def test_judge_and_aggregator_prompts_show_every_candidate():
     merged = aggregator_prompt("What is 2+2?", ["It is 4.", "It is 5."])
     assert "What is 2+2?" in merged and "It is 4." in merged and "It is 5." in merged
     assert "Answer:" in merged
+
+
+def test_judges_and_aggregators_see_tool_calls_and_the_asked_form():
+    from orchestray.messages import ToolCall
+    from orchestray.policies.voting import candidate_text
+
+    call = ToolCall("x", "get_weather", '{"city": "Paris"}')
+    assert candidate_text("", [call]) == 'Calls the tool get_weather({"city":"Paris"})'
+    assert candidate_text("Let me check. ", [call]) == 'Let me check.\nCalls the tool get_weather({"city":"Paris"})'
+    prompt = judge_prompt("Weather in Paris?", [candidate_text("", [call]), "Sunny"])
+    assert "Candidate 1:\nCalls the tool get_weather" in prompt
+    assert "Answer:" in aggregator_prompt("q", ["a"]) and "tool call" not in aggregator_prompt("q", ["a"])
+    structured = aggregator_prompt("q", ["a"], structured=True)
+    assert "the JSON it asks for, or the tool call" in structured and "`Answer:" not in structured
