@@ -198,7 +198,6 @@ def finish(
     latency_s: float,
     *,
     data: dict | None = None,
-    content: str | None = None,
     confidence: float | None = None,
 ) -> Completion:
     """The coordinator's completion: the chosen answer whole (tool calls, refusal, logprobs, finish
@@ -217,7 +216,6 @@ def finish(
     )
     return msgspec.structs.replace(
         answer,
-        content=answer.content if content is None else content,
         latency_s=latency_s,
         cost=span.total_cost(),
         confidence=answer.confidence if confidence is None else confidence,

@@ -143,9 +143,8 @@ class EnsembleCoordinator(Coordinator):
         decision = result.reason or f"{self.vote}: {result.winner!r}"
         if merged is not None:
             winner = merged
-            data["aggregate"] = _answer_record(Answer(reply_answer(self.extract, merged.content, merged.tool_calls,
-                                                                   wants_json=wants_json), self.judge or "",
-                                                      merged.cost), merged)
+            key = reply_answer(self.extract, merged.content, merged.tool_calls, wants_json=wants_json)
+            data["aggregate"] = _answer_record(Answer(key, self.judge or "", merged.cost), merged)
             decision = f"aggregate by {self.judge} over {result.reason or 'the replies'}"
         return finish(self.kind, self.name, winner, spans, decision, self.clock() - started,
                       data=data, confidence=result.agreement)

@@ -29,7 +29,7 @@ from orchestray.messages import (
     Tool,
     ToolCall,
 )
-from orchestray.policies.confidence import escalate_if_agreement_below, escalate_if_below
+from orchestray.policies.confidence import escalate_if_agreement_below, escalate_if_below, escalate_if_judge_below
 from orchestray.policies.extraction import extractor
 from orchestray.policies.routing import Router
 from orchestray.serving._bodies import CascadeBody, EnsembleBody
@@ -310,6 +310,20 @@ async def test_cascade_reads_confidence_from_a_json_field_and_asks_for_it_in_the
     answer = await CascadeCoordinator("c", models(agreed, large), ["small", "large"],
                                       escalate_if_agreement_below(0.6, k=3), ask_confidence=False).complete(strict)
     assert answer.provider == "small" and answer.trace.data["stages"][0]["answer"] == '{"answer":"sunny","n":1}'
+
+
+async def test_a_cascade_judge_grades_a_tool_call_in_text():
+    small = Scripted("small", {"tool_calls": (call(),)})
+    judge = Scripted("judge", "Score: 9/10")
+    large = Scripted("large", "Answer: sunny")
+    request = rich_request()
+    answer = await CascadeCoordinator("c", models(small, large, judge), ["small", "large"],
+                                      escalate_if_judge_below(0.7), judge="judge", ask_confidence=False).complete(request)
+    assert answer.provider == "small" and answer.tool_calls == (call(),) and large.calls == []
+    asked = judge.calls[0]
+    assert 'Calls the tool get_weather({"city":"Paris"})' in asked.messages[-1].text()
+    assert asked.tool_choice == "none" and asked.messages[-1].images() == (IMAGE,)
+    assert answer.trace.data["stages"][0]["tool_calls"] == ['get_weather({"city":"Paris"})']
 
 
 # --- n: independent runs of the pattern --------------------------------------------------------------
