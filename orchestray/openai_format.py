@@ -42,6 +42,7 @@ __all__ = [
     "completion_body",
     "chunk_body",
     "usage_body",
+    "trace_extension",
     "validation_message",
     "new_id",
 ]
@@ -499,7 +500,7 @@ def _choice_body(choice: Choice) -> dict[str, Any]:
     }
 
 
-def _extension(completion: Completion) -> dict[str, Any]:
+def trace_extension(completion: Completion) -> dict[str, Any]:
     return {
         "provider": completion.provider,
         "cost": completion.cost,
@@ -522,7 +523,7 @@ def completion_body(
         "usage": usage_body(completion),
     }
     if extension:
-        body["orchestray"] = _extension(completion)
+        body["orchestray"] = trace_extension(completion)
     return body
 
 
@@ -546,7 +547,7 @@ def chunk_body(
         body["choices"] = []
         body["usage"] = usage_body(completion)
         if extension:
-            body["orchestray"] = _extension(completion)
+            body["orchestray"] = trace_extension(completion)
         return body
     piece: dict[str, Any] = {}
     if role:
