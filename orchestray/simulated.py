@@ -12,28 +12,48 @@ asks for a confidence; confidence is informative (high when right, low when wron
 Questions are handled by skills tried in order (`SKILLS`): the Game of 24, multiple choice,
 arithmetic, generic. A task-specific skill is a callable `(Attempt) -> str | None` inserted ahead
 of the generic one (ahead of arithmetic, too, when its prompts contain sample arithmetic).
+
+Beyond text the model speaks the rest of the chat surface, so agent loops run end to end:
+- offered `tools`, it calls the one that fits the question (by name and description; any tool
+  when `tool_choice` is "required", the named one when named, none for "none"), its arguments
+  filled from the tool's schema and the question; arithmetic goes to a calculator-like tool
+  with the right expression or operands at the model's accuracy;
+- after a tool result (a `tool` message after the last user turn) it answers from the result;
+- `response_format` json_object gets a JSON object, json_schema an instance of the schema with
+  the answer in the field that fits (`answer`, `result`, an enum holding it, ...);
+- `n` gives independent choices (`answers`), `logprobs` gives OpenAI-shaped token logprobs,
+  and images count in the input tokens as `ChatRequest.prompt_tokens` counts them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import random
 import re
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import msgspec
 
-from orchestray.messages import ChatRequest, Message, estimate_tokens
+from orchestray._schema_values import NO_VALUE, SchemaFiller, property_words, schema_types
+from orchestray.errors import RequestError
+from orchestray.messages import ChatRequest, Message, ResponseFormat, Tool, ToolCall, estimate_tokens
 from orchestray.tasks import game24
 
 __all__ = [
     "SimProfile",
     "SimAnswer",
+    "stream_pieces",
+    "json_answer",
+    "is_answer_tool",
+    "token_logprobs",
     "SimulatedModel",
     "DEFAULT_PROFILES",
+    "SUPPORTED_FIELDS",
     "Attempt",
     "Skill",
     "SKILLS",
@@ -106,15 +126,41 @@ DEFAULT_PROFILES: dict[str, SimProfile] = {
 }
 
 
+# The request options a simulated model honours (`backends.refuse_unsupported` refuses the rest
+# by name, and so does the emulator). Sampling options shape its draws as a sampler would
+# (`temperature` and `seed` pick the draw); bookkeeping options change nothing of the answer.
+SUPPORTED_FIELDS = frozenset(
+    {
+        "max_tokens", "temperature", "top_p", "top_k", "stop", "seed", "n", "tools", "tool_choice",
+        "parallel_tool_calls", "response_format", "logprobs", "top_logprobs", "presence_penalty",
+        "frequency_penalty", "logit_bias", "reasoning_effort", "user", "metadata", "store",
+        "extra_body.service_tier", "extra_body.prompt_cache_key", "extra_body.safety_identifier",
+    }
+)
+
+
 class SimAnswer(msgspec.Struct, frozen=True, kw_only=True):
-    """One simulated answer. `latency_s` is how long a real model would have taken; the caller sleeps."""
+    """One simulated answer. `latency_s` is how long a real model would have taken; the caller sleeps.
+
+    An answer that calls tools has empty `text`, its `tool_calls` and finish reason "tool_calls".
+    """
 
     text: str
     input_tokens: int
     output_tokens: int
     latency_s: float
-    finish_reason: str = "stop"  # "stop" | "length"
+    finish_reason: str = "stop"  # "stop" | "length" | "tool_calls"
     stop_sequence: str | None = None  # the stop sequence that ended the text, if one did
+    tool_calls: tuple[ToolCall, ...] = ()
+    logprobs: dict[str, Any] | None = None  # OpenAI's {"content": [...], "refusal": None}
+
+
+def stream_pieces(text: str, count: int = 4) -> list[str]:
+    """`text` cut into about `count` deltas at token boundaries (every four characters, as
+    `estimate_tokens` counts), so each piece's logprobs are whole tokens."""
+    tokens = -(-len(text) // 4)
+    bounds = [min(len(text), 4 * (tokens * i // count)) for i in range(count + 1)]
+    return [text[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
 
 
 # --- skills -------------------------------------------------------------------------------------
@@ -245,6 +291,12 @@ class SimulatedModel:
     def __repr__(self) -> str:
         return f"SimulatedModel({self.name!r}, {self.profile!r}, seed={self.seed})"
 
+    def answers(self, request: ChatRequest) -> list[SimAnswer]:
+        """The request's `n` choices: the first is `answer(request)`, the others further samples."""
+        if request.n <= 1:
+            return [self.answer(request)]
+        return [self.answer(request, sample=None if i == 0 else i) for i in range(request.n)]
+
     def answer(self, request: ChatRequest, sample: int | None = None) -> SimAnswer:
         prompt = request.prompt_text()
         rng = self._rng(request, prompt, sample)
@@ -263,26 +315,57 @@ class SimulatedModel:
             mistake_rng=_question_rng(question) if shared else rng,
             model_name=self.name,
         )
-        text = ""
-        for skill in SKILLS if self.skills is None else self.skills:
-            reply = skill(attempt)
-            if reply is not None:
-                text = reply
-                break
-        if _asks_confidence(request.messages):
-            text = f"{text}\nConfidence: {self._confidence(rng, correct):.2f}"
-
-        text, finish_reason, stop_sequence = _cut(text, request.max_tokens, request.stop)
-        output_tokens = estimate_tokens(text)
+        tool_calls: tuple[ToolCall, ...] = ()
+        # A conversation that ends with the user's turn has no tool results yet (the common case).
+        results = _tool_results(request.messages) if request.messages[-1].role != "user" else []
+        plan = _tool_to_call(request, question, bool(results)) if request.tools else None
+        finish_reason, stop_sequence = "stop", None
+        if plan is not None and not plan[1]:
+            tool_calls = _calls(plan[0], attempt, parallel=request.parallel_tool_calls is not False)
+            text, finish_reason = "", "tool_calls"
+            output_tokens = sum(estimate_tokens(c.name + c.arguments) for c in tool_calls)
+        else:
+            if results:
+                text = _answer_from_results(question, results)
+            else:
+                text = ""
+                for skill in SKILLS if self.skills is None else self.skills:
+                    reply = skill(attempt)
+                    if reply is not None:
+                        text = reply
+                        break
+            fmt = request.response_format
+            if plan is not None:  # the answer is the input of a structured-output tool
+                fmt = ResponseFormat("json_schema", plan[0].name, plan[0].parameters or {"type": "object"})
+            wants_json = fmt is not None and fmt.wants_json
+            confidence = None
+            if _asks_confidence(request.messages) or (wants_json and _schema_has(fmt.schema, "confidence")):
+                confidence = self._confidence(rng, correct)
+            if wants_json:
+                schema = fmt.schema if fmt.type == "json_schema" else _schema_in_prompt(request.messages)
+                text = json_answer(schema, text, confidence, question)
+            elif confidence is not None:
+                text = f"{text}\nConfidence: {confidence:.2f}"
+            if plan is not None:
+                call_id = f"call_{rng.getrandbits(96):024x}"
+                tool_calls = (ToolCall(call_id, plan[0].name, text),)
+                text, finish_reason = "", "tool_calls"
+                output_tokens = estimate_tokens(plan[0].name + tool_calls[0].arguments)
+            else:
+                text, finish_reason, stop_sequence = _cut(text, request.max_tokens, request.stop)
+                output_tokens = estimate_tokens(text)
         latency_ms = profile.latency_ms * math.exp(profile.latency_sigma * latency_noise)
         latency_ms += output_tokens * profile.ms_per_output_token
+        logprobs = token_logprobs(text, rng, correct, request.top_logprobs or 0) if request.logprobs else None
         return SimAnswer(
             text=text,
-            input_tokens=estimate_tokens(prompt),
+            input_tokens=request.prompt_tokens(),
             output_tokens=output_tokens,
             latency_s=latency_ms / 1000.0,
             finish_reason=finish_reason,
             stop_sequence=stop_sequence,
+            tool_calls=tool_calls,
+            logprobs=logprobs,
         )
 
     def p_correct(self, question: str) -> float:
@@ -324,7 +407,7 @@ def _question_rng(question: str) -> random.Random:
 
 
 def _asks_confidence(messages: Sequence[Message]) -> bool:
-    return any("confidence" in m.content.lower() for m in messages)
+    return any("confidence" in m.text().lower() for m in messages)
 
 
 def _cut(text: str, max_tokens: int | None, stop: Sequence[str] | None) -> tuple[str, str, str | None]:
@@ -341,6 +424,377 @@ def _cut(text: str, max_tokens: int | None, stop: Sequence[str] | None) -> tuple
         # estimate_tokens counts four characters a token, so this cut is exactly max_tokens.
         return text[: max(0, max_tokens) * 4], "length", None
     return text, "stop", hit
+
+
+# --- tools, structured answers and logprobs -----------------------------------------------------
+
+# A tool whose name or description says it does arithmetic gets the arithmetic questions.
+_ARITHMETIC_TOOL = re.compile(
+    r"(?i)\b(?:calc\w*|math\w*|arithmetic\w*|evaluat\w*|comput\w*|expressions?|add(?:s|ed|ing|ition)?|sum|"
+    r"plus|multipl\w*|subtract\w*|minus|product|equations?|numbers?|operations?|operands?)\b"
+)
+_STOP_WORDS = frozenset(
+    "what which when where that this with from your have about there their would could should "
+    "please tell give using tool tools function call answer question value result return"
+    " some many much into like then than them they".split()
+)
+_EXPRESSION_NAMES = frozenset(
+    {"expression", "expr", "formula", "equation", "calculation", "math", "problem", "input", "query", "question", "q", "text"}
+)
+_TEXT_NAMES = frozenset(
+    {"query", "question", "q", "text", "prompt", "input", "search", "message", "content", "topic", "keywords",
+     "term", "terms", "request", "instruction"}
+)
+_OPERATION_NAMES = frozenset({"operation", "op", "operator", "action", "method", "kind"})
+_OPERATOR_WORDS = {
+    "+": ("add", "addition", "plus", "sum", "+"),
+    "-": ("subtract", "subtraction", "minus", "difference", "sub", "-"),
+    "*": ("multiply", "multiplication", "times", "product", "mul", "*", "x"),
+}
+_ANSWER_NAMES = frozenset(
+    {"answer", "result", "value", "solution", "output", "response", "choice", "label", "prediction", "verdict",
+     "category", "classification", "reply", "final"}
+)
+_EXPLANATION_NAMES = frozenset(
+    {"reasoning", "explanation", "rationale", "steps", "thoughts", "thinking", "justification", "work",
+     "analysis", "working", "thought"}
+)
+
+
+def _words(text: str) -> set[str]:
+    return {w.rstrip("s") for w in re.findall(r"[a-z]{4,}", text.lower())} - _STOP_WORDS
+
+
+def _tool_results(messages: Sequence[Message]) -> list[tuple[str, str]]:
+    """(tool name, result text) of the tool messages after the last user turn."""
+    last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
+    names: dict[str, str] = {}
+    results = []
+    for m in messages[last_user + 1 :]:
+        if m.role == "assistant":
+            for call in m.tool_calls:
+                names[call.id] = call.name
+        elif m.role == "tool":
+            results.append((names.get(m.tool_call_id or "") or m.name or "tool", m.text()))
+    return results
+
+
+def _tool_to_call(request: ChatRequest, question: str, answered: bool) -> tuple[Tool, bool] | None:
+    """The tool this turn calls per `tool_choice`, and whether the call carries the answer;
+    None to answer in text.
+
+    A tool that fits the question (by name and description, arithmetic to a calculator) is an
+    action: "auto" calls it while no tool has answered this turn. A tool whose input is the
+    answer itself (`is_answer_tool`: pydantic-ai's final_result, instructor's and LangChain's
+    structured-output tools, a JSON-output tool) is called with the answer when no action is
+    due. "required" always calls one, as the APIs force it; a named tool is called either way,
+    with the answer when it does not fit the question.
+    """
+    choice, tools = request.tool_choice, request.tools
+    if not tools or choice == "none":
+        return None
+    if isinstance(choice, Mapping) and choice.get("type") == "allowed_tools":
+        # OpenAI's allowed_tools: the choice among a subset, in mode auto or required.
+        allowed = choice.get("allowed_tools") or {}
+        names = {(t.get("function") or {}).get("name") for t in allowed.get("tools") or ()}
+        tools = tuple(t for t in tools if t.name in names)
+        choice = "required" if allowed.get("mode") == "required" else "auto"
+        if not tools:
+            return None
+    arithmetic = find_expression(question) is not None
+    asked = _words(question)
+    if isinstance(choice, Mapping):
+        name = (choice.get("function") or {}).get("name") or choice.get("name")
+        for tool in tools:
+            if tool.name == name:
+                return tool, is_answer_tool(tool) or _fit(tool, asked, arithmetic) == 0
+        raise RequestError(f"tool_choice: names {name!r}, which is not one of the tools", param="tool_choice")
+    answering = [t for t in tools if is_answer_tool(t)]
+    actions = [t for t in tools if t not in answering]
+    best, best_score = (actions[0] if actions else None), 0
+    for tool in actions:
+        score = _fit(tool, asked, arithmetic)
+        if score > best_score:
+            best, best_score = tool, score
+    if best is not None and best_score > 0 and not answered:
+        return best, False
+    if answering:
+        return answering[0], True
+    if choice == "required" and best is not None:
+        return best, False
+    return None
+
+
+def _fit(tool: Tool, asked: set[str], arithmetic: bool) -> int:
+    """How well a tool fits the question: shared words, and arithmetic to a calculator."""
+    about = f"{property_words(tool.name)} {tool.description or ''}"
+    return len(asked & _words(about)) + (10 if arithmetic and _ARITHMETIC_TOOL.search(about) else 0)
+
+
+_ANSWER_TOOL_NAME = frozenset(
+    {"answer", "final", "result", "response", "output", "extract", "extraction", "structured", "respond", "reply",
+     "format", "json"}
+)
+_ANSWER_TOOL_ABOUT = frozenset({"final", "answer", "extracted", "extract", "structured"})
+
+
+def is_answer_tool(tool: Tool) -> bool:
+    """Whether a tool's input is the answer itself rather than an action: its name or
+    description says so ("final_result", "Correctly extracted `Person`...", "Give your final
+    answer as this tool's input"), or its schema has an answer field. Never a calculator."""
+    about = f"{tool.name} {tool.description or ''}"
+    if _ARITHMETIC_TOOL.search(about):
+        return False
+    if set(property_words(tool.name).split()) & _ANSWER_TOOL_NAME:
+        return True
+    if set(re.findall(r"[a-z]+", (tool.description or "").lower())) & _ANSWER_TOOL_ABOUT:
+        return True
+    properties = (tool.parameters or {}).get("properties") or {}
+    return any("answer" in property_words(name).split() for name in properties)
+
+
+_MAX_PARALLEL_CALLS = 4
+_BINARY = re.compile(r"\d\s*[-+*]\s*[\d(]")
+
+
+def _calls(tool: Tool, attempt: Attempt, parallel: bool) -> tuple[ToolCall, ...]:
+    """One call, or with parallel calls allowed one per expression of a question that asks
+    several ("What is 2 + 3 and 4 * 5?"), each right or wrong on its own."""
+    expressions = _binary_expressions(attempt.question) if parallel and tool.parameters else []
+    if len(expressions) < 2:
+        found = find_expression(attempt.question)
+        return (_call(tool, attempt, found[0] if found else None, attempt.correct),)
+    rng = attempt.rng
+    return tuple(
+        _call(tool, attempt, expr, attempt.correct if i == 0 else rng.random() < attempt.accuracy)
+        for i, expr in enumerate(expressions[:_MAX_PARALLEL_CALLS])
+    )
+
+
+def _binary_expressions(text: str) -> list[str]:
+    found: list[str] = []
+    for m in _ANY_EXPR.finditer(text):
+        expr = " ".join(m.group(0).split())
+        if _BINARY.search(expr) and expr not in found:
+            try:
+                evaluate(expr)
+            except ValueError:
+                continue
+            found.append(expr)
+    return found
+
+
+def _call(tool: Tool, attempt: Attempt, expr: str | None, correct: bool) -> ToolCall:
+    """A call of `tool` with arguments from its schema and the question; an arithmetic
+    expression (or its operands) is right when the draw is, and a near miss otherwise."""
+    if expr is not None and not correct:
+        expr = _miss_a_number(expr, attempt.mistake_rng)
+    schema = tool.parameters or {"type": "object", "properties": {}}
+    arguments = SchemaFiller(schema, attempt.question, (_argument_hint(expr, attempt.question),)).value()
+    if not isinstance(arguments, dict):
+        arguments = {}
+    call_id = f"call_{attempt.rng.getrandbits(96):024x}"
+    return ToolCall(call_id, tool.name, json.dumps(arguments, separators=(",", ":")))
+
+
+def _miss_a_number(expr: str, rng: random.Random) -> str:
+    numbers = list(re.finditer(r"\d+", expr))
+    target = numbers[rng.randrange(len(numbers))]
+    value = int(target.group())
+    missed = value + _near_miss(rng)
+    missed = missed if missed >= 0 else value + abs(missed - value)
+    return expr[: target.start()] + str(missed) + expr[target.end() :]
+
+
+def _argument_hint(expr: str | None, question: str):
+    """Tool arguments: the expression, its operands in order and its operator for arithmetic;
+    the question itself for a query-like text argument."""
+    numbers = [int(n) for n in re.findall(r"\d+", expr)] if expr else []
+    operator = next((c for c in re.sub(r"^\s*[-+]", "", expr or "") if c in "+-*"), None)
+    taken = [0]
+
+    def hint(name: str, schema: Mapping[str, Any]) -> Any:
+        words = property_words(name).split()
+        last = words[-1] if words else ""
+        kinds = schema_types(schema)
+        kind = kinds[0] if kinds else "string"
+        enum = schema.get("enum")
+        if expr is not None:
+            if last in _OPERATION_NAMES and operator is not None:
+                for word in _OPERATOR_WORDS[operator]:
+                    for member in enum or (word,):
+                        if isinstance(member, str) and member.lower() == word:
+                            return member
+            if kind == "string" and not enum and last in _EXPRESSION_NAMES:
+                return expr
+            if kind in ("integer", "number") and not enum and taken[0] < len(numbers):
+                taken[0] += 1
+                return numbers[taken[0] - 1]
+            if kind == "array" and numbers:
+                return numbers
+        if kind == "string" and not enum and last in _TEXT_NAMES:
+            return question
+        return NO_VALUE
+
+    return hint
+
+
+def _result_value(content: str, arithmetic: bool) -> str:
+    """The value a tool result gives: a scalar, the `result`-like field of an object, or its text."""
+    try:
+        data = json.loads(content)
+    except ValueError:
+        data = NO_VALUE
+    if isinstance(data, dict):
+        named = [data[k] for k in ("result", "value", "answer", "output", "content", "text") if k in data]
+        scalars = [v for v in data.values() if not isinstance(v, (dict, list))]
+        data = named[0] if named else scalars[0] if len(scalars) == 1 else data
+    if isinstance(data, float) and data.is_integer():
+        data = int(data)
+    if data is NO_VALUE:
+        numbers = re.findall(r"-?\d+(?:\.\d+)?", content)
+        if arithmetic and numbers:
+            return numbers[-1]
+        return " ".join(content.split())[:200]
+    if isinstance(data, (dict, list)):
+        return json.dumps(data, separators=(",", ":"))
+    return str(data).lower() if isinstance(data, bool) else str(data)
+
+
+def _answer_from_results(question: str, results: list[tuple[str, str]]) -> str:
+    said = " ".join(f"The {name} tool returned {' '.join(text.split())[:200]}." for name, text in results)
+    arithmetic = find_expression(question) is not None
+    results = [r for r in results if r[1].strip()] or results  # an empty result says nothing
+    if len(results) > 1:  # parallel calls, one per part of the question: every part's value
+        return f"{said}\nAnswer: {', '.join(_result_value(text, arithmetic) for _, text in results)}"
+    value = _result_value(results[-1][1], arithmetic)
+    # A choice question: the option whose value the tool computed.
+    for m in _OPTION.finditer(question):
+        if m.group(2) == value:
+            return f"{said} That is option {m.group(1)}.\nAnswer: {m.group(1)}"
+    return f"{said}\nAnswer: {value}"
+
+
+_DECODER = json.JSONDecoder()
+_MAX_SCHEMA_SCAN = 20_000  # characters of the prompt searched for a stated schema
+
+
+def _schema_in_prompt(messages: Sequence[Message]) -> dict[str, Any] | None:
+    """A JSON Schema the prompt states for a json_object answer (instructor's JSON mode, "reply
+    in JSON matching this schema: {...}"), as a real model would read it; None if there is none."""
+    for m in messages:
+        if m.role not in ("system", "developer", "user"):
+            continue
+        text = m.text()[:_MAX_SCHEMA_SCAN]
+        at = text.find("{")
+        while at >= 0:
+            try:
+                value, end = _DECODER.raw_decode(text, at)
+            except ValueError:
+                at = text.find("{", at + 1)
+                continue
+            if isinstance(value, dict) and isinstance(value.get("properties"), dict):
+                return value
+            at = text.find("{", end)
+    return None
+
+
+def _schema_has(schema: Mapping[str, Any] | None, word: str) -> bool:
+    properties = (schema or {}).get("properties") or {}
+    return any(word in property_words(name).split() for name in properties)
+
+
+def _typed(value: str) -> int | float | str:
+    if re.fullmatch(r"-?\d+", value):
+        return int(value)
+    if re.fullmatch(r"-?\d+\.\d+", value):
+        return float(value)
+    return value
+
+
+def json_answer(schema: Mapping[str, Any] | None, text: str, confidence: float | None, question: str) -> str:
+    """The answer in `text` (its `Answer:` line, or all of it) as JSON: `{"answer": ...}` for
+    json_object, an instance of `schema` carrying it for json_schema."""
+    head, marker, tail = text.rpartition("\nAnswer:")
+    if not marker and text.startswith("Answer:"):
+        head, marker, tail = "", "Answer:", text[len("Answer:") :]
+    value: Any = _typed(tail.strip()) if marker else text
+    explanation = head.strip() if marker else text
+    if schema is None:
+        out: dict[str, Any] = {"answer": value}
+        if marker and explanation:
+            out["explanation"] = explanation
+        if confidence is not None:
+            out["confidence"] = round(confidence, 2)
+        return json.dumps(out, separators=(",", ":"))
+    filler = SchemaFiller(schema, question)
+    root = filler.resolve(schema)
+    field = _answer_field(filler, root, value)
+
+    def hint(name: str, sub: Mapping[str, Any]) -> Any:
+        words = property_words(name).split()
+        if (name == "" and "object" not in schema_types(root)) or (name and name == field):
+            return value
+        if "confidence" in words and confidence is not None:
+            return round(confidence, 2)
+        if words and words[-1] in _EXPLANATION_NAMES:
+            return explanation
+        return NO_VALUE
+
+    filler.hints = (hint,)
+    return json.dumps(filler.value(), separators=(",", ":"))
+
+
+def _answer_field(filler: SchemaFiller, root: Mapping[str, Any], value: Any) -> str | None:
+    """The property of an object schema that should hold the answer."""
+    properties: Mapping[str, Any] = root.get("properties") or {}
+    names = list(properties)
+    for name in names:
+        words = property_words(name).split()
+        if words and (words[-1] in _ANSWER_NAMES or "answer" in words):
+            return name
+    resolved = {name: filler.resolve(properties[name]) for name in names}
+    for name in names:
+        enum = resolved[name].get("enum") or ()
+        if any(str(member).lower() == str(value).lower() for member in enum):
+            return name
+    numeric = isinstance(value, (int, float))
+    for name in names:
+        words = property_words(name).split()
+        if words and (words[-1] in _EXPLANATION_NAMES or "confidence" in words):
+            continue
+        kinds = schema_types(resolved[name])
+        if (numeric and {"integer", "number"} & set(kinds)) or (not numeric and "string" in kinds):
+            return name
+    return None
+
+
+# What a model might have said instead: the alternatives of a token's top_logprobs.
+_ALTERNATIVES = (" the", " a", ",", ".", " and", " of", " to", " is", "\n", " it", " in", " that", ":", " =", " 1", " 2")
+
+
+def token_logprobs(text: str, rng: random.Random, correct: bool, top: int) -> dict[str, Any]:
+    """OpenAI-shaped logprobs of `text`, one token per four characters (as `estimate_tokens`
+    counts them). A right answer is said with more certainty than a wrong one."""
+    content = []
+    doubt = 0.06 if correct else 0.3
+    for start in range(0, len(text), 4):
+        token = text[start : start + 4]
+        p = 1.0 - rng.random() * doubt
+        entry: dict[str, Any] = {"token": token, "logprob": math.log(p), "bytes": list(token.encode()), "top_logprobs": []}
+        if top:
+            rest = 1.0 - p
+            others = []
+            for alt in rng.sample(_ALTERNATIVES, min(top, len(_ALTERNATIVES))):
+                if alt == token or len(others) == top - 1:
+                    continue
+                share = rest * rng.random()
+                rest -= share
+                others.append({"token": alt, "logprob": math.log(max(share, 1e-12)), "bytes": list(alt.encode())})
+            others.sort(key=lambda o: -o["logprob"])
+            entry["top_logprobs"] = [{"token": token, "logprob": entry["logprob"], "bytes": entry["bytes"]}, *others]
+        content.append(entry)
+    return {"content": content, "refusal": None}
 
 
 # --- arithmetic ---------------------------------------------------------------------------------

@@ -12,13 +12,12 @@ from collections import deque
 import msgspec
 from aiohttp import web
 
-from orchestray.messages import estimate_tokens
 from orchestray.simulated import DEFAULT_PROFILES, SimAnswer, SimProfile, SimulatedModel
 
 from ._options import EmulatorOptions
 from ._quota import Quotas
 from ._sampling import deprecated_sampling
-from ._wire import ANTHROPIC, OPENAI, Call, Dialect, WireError, split_pieces
+from ._wire import ANTHROPIC, OPENAI, Call, Dialect, WireError
 
 __all__ = ["Emulator"]
 
@@ -273,7 +272,7 @@ class Emulator:
         model_name = call.request.model
         per_model = stats.model(model_name)
         per_model.requests += 1
-        input_tokens = estimate_tokens(call.request.prompt_text())
+        input_tokens = call.request.prompt_tokens()  # images, tools and schemas count too
         now = time.monotonic()
         refused = self._refuse(dialect, model_name, input_tokens + call.max_output, now)
         if refused is not None:
@@ -336,17 +335,13 @@ class Emulator:
     ) -> tuple[web.StreamResponse, list[SimAnswer] | None]:
         """Answer after the model's latency; no answers when the client left mid-stream."""
         model = self._model(call.request.model)
-        if call.n == 1:
-            answers = [model.answer(call.request)]
-        else:
-            # Choice 0 matches the single answer; the others are further samples.
-            answers = [model.answer(call.request, sample=None if i == 0 else i) for i in range(call.n)]
+        answers = model.answers(call.request)  # n choices: the first is the single answer
         response_id = dialect.new_id(next(self._ids))
         if call.stream:
             per_token_s = model.profile.ms_per_output_token / 1000.0
             response = web.StreamResponse(headers=headers)
             try:
-                await self._stream(http, response, dialect, call, answers[0], response_id, per_token_s)
+                await self._stream(http, response, dialect, call, answers, response_id, per_token_s)
             except ConnectionResetError:
                 return response, None  # aiohttp finishes a prepared response quietly
             return response, answers
@@ -375,27 +370,28 @@ class Emulator:
         response: web.StreamResponse,
         dialect: Dialect,
         call: Call,
-        answer: SimAnswer,
+        answers: list[SimAnswer],
         response_id: str,
         per_token_s: float,
     ) -> None:
         response.content_type = "text/event-stream"
         response.headers["Cache-Control"] = "no-cache"
-        pieces = split_pieces(answer.text)
-        # The per-token part of the latency is spread over the pieces; the rest comes first.
-        streaming_s = min(answer.latency_s, answer.output_tokens * per_token_s)
-        first_s = answer.latency_s - streaming_s
-        gap_s = streaming_s / len(pieces) if pieces else 0.0
         created = int(time.time())
+        pieces = dialect.stream_pieces(call, answers, response_id, created)
+        # The per-token part of the latency is spread over the pieces; the rest comes first.
+        latency_s = max(a.latency_s for a in answers)
+        streaming_s = min(latency_s, max(a.output_tokens for a in answers) * per_token_s)
+        first_s = latency_s - streaming_s
+        gap_s = streaming_s / len(pieces) if pieces else 0.0
         await response.prepare(http)
         if first_s > 0:
             await asyncio.sleep(first_s)
-        await response.write(dialect.stream_open(call, answer, response_id, created))
+        await response.write(dialect.stream_open(call, answers, response_id, created))
         for piece in pieces:
             if gap_s > 0:
                 await asyncio.sleep(gap_s)
-            await response.write(dialect.stream_piece(call, piece, response_id, created))
-        await response.write(dialect.stream_close(call, answer, response_id, created))
+            await response.write(piece)
+        await response.write(dialect.stream_close(call, answers, response_id, created))
         await response.write_eof()
 
     async def _list_models(self, request: web.Request) -> web.Response:
