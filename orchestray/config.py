@@ -89,6 +89,10 @@ class ProviderConfig(_Strict):
     max_retries: int = Field(default=4, ge=0, le=20)
     circuit: CircuitConfig = CircuitConfig()
     simulated: SimulatedConfig | None = None
+    # kind: anthropic. Anthropic's newest models answer 400 "`temperature` is deprecated for
+    # this model"; true retries such a call once without temperature/top_p/top_k and leaves them
+    # out for that model from then on (the trace's `dropped` says so); false passes the 400 on.
+    drop_deprecated_sampling: bool = True
 
     @model_validator(mode="before")
     @classmethod

@@ -42,6 +42,7 @@ __all__ = [
     "completion_body",
     "chunk_body",
     "usage_body",
+    "trace_extension",
     "validation_message",
     "describe_errors",
     "new_id",
@@ -537,7 +538,7 @@ def _choice_body(choice: Choice) -> dict[str, Any]:
     }
 
 
-def _extension(completion: Completion) -> dict[str, Any]:
+def trace_extension(completion: Completion) -> dict[str, Any]:
     return {
         "provider": completion.provider,
         "cost": completion.cost,
@@ -560,7 +561,7 @@ def completion_body(
         "usage": usage_body(completion),
     }
     if extension:
-        body["orchestray"] = _extension(completion)
+        body["orchestray"] = trace_extension(completion)
     return body
 
 
@@ -584,7 +585,7 @@ def chunk_body(
         body["choices"] = []
         body["usage"] = usage_body(completion)
         if extension:
-            body["orchestray"] = _extension(completion)
+            body["orchestray"] = trace_extension(completion)
         return body
     piece: dict[str, Any] = {}
     if role:

@@ -19,7 +19,9 @@ class EmulatorOptions:
     `latency_ms` (with `latency_sigma` and `ms_per_output_token`) overrides every model's own
     latency so a benchmark controls it; 0 means no sleep at all, None keeps each profile's latency.
     `accuracy` is the profile of a model name that is not one of `DEFAULT_PROFILES`.
-    A hang lasts `hang_s` unless the client gives up first.
+    A hang lasts `hang_s` unless the client gives up first. Anthropic models named in
+    `reject_sampling` ("*" for all) answer 400 to temperature, top_p and top_k, as Anthropic's
+    newest models do.
     """
 
     host: str = "127.0.0.1"
@@ -36,6 +38,7 @@ class EmulatorOptions:
     hang_s: float = 300.0
     seed: int = 0
     api_key: str | None = None
+    reject_sampling: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("rpm", "tpm"):
@@ -97,6 +100,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--hang-s", type=float, default=default.hang_s, help="how long a hang lasts at most")
     add("--seed", type=int, default=default.seed)
     add(
+        "--reject-sampling",
+        action="append",
+        default=[],
+        metavar="MODEL",
+        help="this Anthropic model answers 400 \"`temperature` is deprecated for this model\" to "
+        "temperature/top_p/top_k, as Anthropic's newest do; repeatable, '*' for every model",
+    )
+    add(
         "--api-key",
         default=os.environ.get(API_KEY_ENV) or None,
         help=f"require this key (Bearer / x-api-key); default: ${API_KEY_ENV} if set",
@@ -119,6 +130,7 @@ def options_from_args(args: argparse.Namespace) -> EmulatorOptions:
         hang_s=args.hang_s,
         seed=args.seed,
         api_key=args.api_key,
+        reject_sampling=tuple(args.reject_sampling),
     )
 
 
@@ -146,4 +158,6 @@ def options_to_args(options: EmulatorOptions) -> list[str]:
         "--hang-s", repr(options.hang_s),
         "--seed", str(options.seed),
     ]  # fmt: skip
+    for model in options.reject_sampling:
+        args += ["--reject-sampling", model]
     return args

@@ -16,6 +16,7 @@ from orchestray.simulated import DEFAULT_PROFILES, SimAnswer, SimProfile, Simula
 
 from ._options import EmulatorOptions
 from ._quota import Quotas
+from ._sampling import deprecated_sampling
 from ._wire import ANTHROPIC, OPENAI, Call, Dialect, WireError
 
 __all__ = ["Emulator"]
@@ -111,6 +112,7 @@ class _ConfigChange(msgspec.Struct, forbid_unknown_fields=True):
     error_status: int | None | msgspec.UnsetType = msgspec.UNSET
     hang_s: float | msgspec.UnsetType = msgspec.UNSET
     seed: int | msgspec.UnsetType = msgspec.UNSET
+    reject_sampling: tuple[str, ...] | msgspec.UnsetType = msgspec.UNSET
 
 
 _decode_config = msgspec.json.Decoder(_ConfigChange).decode
@@ -257,11 +259,15 @@ class Emulator:
         if options.api_key and not dialect.authorized(http.headers, options.api_key):
             total.unauthorized += 1
             return self._error(dialect, 401, "invalid or missing API key")
+        body = await http.read()
         try:
-            call = dialect.decode(await http.read())
+            call = dialect.decode(body)
         except WireError as err:
             total.bad_requests += 1
             return self._error(dialect, 400, err.message, param=err.param)
+        if dialect is ANTHROPIC and (deprecated := deprecated_sampling(body, options.reject_sampling)):
+            total.bad_requests += 1
+            return self._error(dialect, 400, deprecated)
 
         model_name = call.request.model
         per_model = stats.model(model_name)

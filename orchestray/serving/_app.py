@@ -53,6 +53,7 @@ from orchestray.serving._bodies import (
     TreeOfThoughtBody,
     openai_error,
 )
+from orchestray.serving._messages import anthropic_shaped, messages_response
 
 __all__ = ["build_app", "app_for", "Gateway", "Coordinators", "KeyQuota"]
 
@@ -161,6 +162,8 @@ async def _refusal(scope) -> JSONResponse | None:
         header = request.headers.get("authorization", "")
         scheme, _, presented = header.partition(" ")
         presented = presented.strip()
+        if not header and "x-api-key" in request.headers:
+            header, scheme, presented = "x-api-key", "bearer", request.headers["x-api-key"].strip()  # Anthropic's clients
         # Compare against every key in constant time, whatever matches first.
         matched = None
         for key in keys:
@@ -194,6 +197,8 @@ class _Guard:
         if scope["type"] == "http":
             refusal = await _refusal(scope)
             if refusal is not None:
+                if scope.get("path", "").endswith("/v1/messages"):
+                    refusal = anthropic_shaped(refusal)
                 await refusal(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -351,17 +356,24 @@ class Gateway:
             first = await self._first_chunk(chunks)
             return StreamingResponse(self._stream(request, request_id, include_usage, http, chunks, first),
                                      media_type="text/event-stream", headers={"cache-control": "no-cache"})
-        if request.model in self.providers:
-            completion = await self.providers[request.model].complete(request)
-        else:
-            completion = await _unwrapped(self.coordinators.complete.remote(request))
+        completion = await self._complete(request)
         return self._answer(completion, request_id, request.model, http)
 
-    def _answer(self, completion: Completion, request_id: str, model: str, http: Request) -> JSONResponse:
+    async def _complete(self, request: ChatRequest) -> Completion:
+        """A provider straight from this replica (the fast path); a route by the Coordinators."""
+        if request.model in self.providers:
+            return await self.providers[request.model].complete(request)
+        return await _unwrapped(self.coordinators.complete.remote(request))
+
+    @staticmethod
+    def _spend(completion: Completion, http: Request) -> None:
         key_id = getattr(http.state, "key_id", None)
         quota = _security()["quota"]
         if quota is not None and key_id is not None:
             quota.spend.remote(key_id, completion.cost)
+
+    def _answer(self, completion: Completion, request_id: str, model: str, http: Request) -> JSONResponse:
+        self._spend(completion, http)
         return JSONResponse(completion_body(completion, request_id, model=model),
                             headers={"x-orchestray-cost": f"{completion.cost:.10f}",
                                      "x-orchestray-provider": completion.provider})
@@ -407,9 +419,7 @@ class Gateway:
                                       choice=choice.index, logprobs=choice.logprobs))
             if include_usage:
                 yield _sse(chunk_body(request_id, model, created, completion=completion))
-            key_id = getattr(http.state, "key_id", None)
-            if _security()["quota"] is not None and key_id is not None:
-                _security()["quota"].spend.remote(key_id, completion.cost)
+            self._spend(completion, http)
         except (OrchestrayError, RayTaskError, StopAsyncIteration) as err:
             # Headers are gone; the error travels as an event, as OpenAI's streams do.
             cause = getattr(err, "cause", err) if isinstance(err, RayTaskError) else err
@@ -417,6 +427,13 @@ class Gateway:
                 cause = ProviderUnavailableError("coordinator failed")
             yield _sse(openai_error(_status_of(cause), str(cause), error_code(cause), getattr(cause, "param", None)))
         yield _sse(b"[DONE]")
+
+    # Anthropic messages
+
+    @api.post("/v1/messages", summary="Anthropic-compatible messages (JSON or SSE); model is a provider or a route")
+    async def messages(self, http: Request):
+        return await messages_response(http, self.config.has_model, self.config.model_names, self._complete,
+                                       self._chunks, self._spend, _status_of)
 
     # Ad-hoc patterns
 
