@@ -40,8 +40,11 @@ class LimitsConfig(_Strict):
     rpm: float | None = Field(default=None, gt=0, description="requests per minute")
     tpm: float | None = Field(default=None, gt=0, description="tokens per minute")
     max_concurrency: int | None = Field(default=None, gt=0)
-    burst_s: float = Field(default=0.25, gt=0, le=60, description="seconds of quota sent at once")
-    headroom: float = Field(default=0.99, gt=0, le=1, description="fraction of the limit aimed at")
+    burst_s: float | None = Field(
+        default=None, ge=0, le=60, description="how late a call may go and keep its slot; none: what even pacing allows"
+    )
+    headroom: float = Field(default=0.995, gt=0, le=1, description="fraction of the limit paced at")
+    window_s: float = Field(default=1.0, gt=0, le=3600, description="the span the provider enforces over")
 
     def to_limits(self) -> Limits:
         return Limits(
@@ -50,6 +53,7 @@ class LimitsConfig(_Strict):
             max_concurrency=self.max_concurrency,
             burst_s=self.burst_s,
             headroom=self.headroom,
+            window_s=self.window_s,
         )
 
 

@@ -7,6 +7,7 @@ the same code runs in a unit test with a fake clock and in a Ray actor with the 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import random
 import time
@@ -34,6 +35,8 @@ __all__ = ["Provider", "AdmissionGate", "ProviderStats", "ProviderMetrics", "DEF
 
 # Tokens budgeted for an answer when the request sets no max_tokens (what providers assume too).
 DEFAULT_OUTPUT_BUDGET = 256
+
+_log = logging.getLogger("orchestray.provider")
 
 
 class ProviderMetrics(Protocol):
@@ -212,6 +215,7 @@ class Provider:
                 yield Chunk(delta=item)
                 item = await self._guard(anext(pieces), timeout)
             used = item.input_tokens + item.output_tokens
+            self._read_quota(item, permit)
             yield Chunk(done=True, completion=self._succeed(item, started, attempts))
         except (asyncio.CancelledError, GeneratorExit) as err:
             self._fail(err, started, attempts)  # the caller stopped listening: a cancel
@@ -266,7 +270,7 @@ class Provider:
         try:
             reply = await self._guard(self.backend.complete(request), request.timeout_s or self.config.timeout_s)
             used = reply.input_tokens + reply.output_tokens
-            self._after_reply(reply)
+            self._after_reply(reply, permit)
             return reply
         except asyncio.CancelledError:
             used = prompt_tokens  # aborted before any answer: give back the answer's budget
@@ -303,13 +307,23 @@ class Provider:
         except StopAsyncIteration:
             raise ProviderUnavailableError("the stream ended without a final usage report", provider=self.name) from None
 
-    def _after_reply(self, reply: Reply) -> None:
+    def _after_reply(self, reply: Reply, permit: Permit) -> None:
         self.circuit.record_success()
+        self._read_quota(reply, permit)
+
+    def _read_quota(self, reply: Reply, permit: Permit) -> None:
+        """Every answer's rate-limit headers teach the limiter the provider's limits and load."""
         quota = reply.quota
-        if quota is not None:
-            now = self._clock()
-            self.limiter.on_quota(quota.remaining_requests, quota.reset_requests_s, now)
-            self.limiter.on_quota(quota.remaining_tokens, quota.reset_tokens_s, now)
+        if quota is None:
+            return
+        now = self._clock()
+        observe = self.limiter.observe
+        for warning in (
+            observe("requests", quota.limit_requests, quota.remaining_requests, quota.reset_requests_s, permit, now),
+            observe("tokens", quota.limit_tokens, quota.remaining_tokens, quota.reset_tokens_s, permit, now),
+        ):
+            if warning is not None:
+                _log.warning("provider %s: %s", self.name, warning)
 
     def _record_failure(self, err: BaseException) -> None:
         now = self._clock()

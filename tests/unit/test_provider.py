@@ -170,7 +170,7 @@ async def test_cancelling_frees_the_slot_and_gives_back_the_answer_budget(clock)
     assert backend.cancelled == 1
     assert provider.limiter.in_flight == 0
     # Budget was 4 (prompt) + 5 (max_tokens); only the prompt's 4 stay charged.
-    assert provider.limiter._tokens.level(clock.now) == pytest.approx(10 - 4)
+    assert provider.limiter._tokens.log.used(clock.now) == pytest.approx(4)
     assert provider.snapshot().cancelled == 1
 
 
