@@ -78,6 +78,9 @@ class ProviderStats(msgspec.Struct, kw_only=True):
     latency_p95_s: float | None = None
     latency_p99_s: float | None = None
     circuit: str = "closed"
+    limit_rpm: float | None = None  # the limits in force: configured, lowered or learned from headers
+    limit_tpm: float | None = None
+    paused_s: float = 0.0  # how long admissions are held back still (after a 429 or an empty quota)
 
 
 class AdmissionGate:
@@ -97,13 +100,14 @@ class AdmissionGate:
 
     async def acquire(self, tokens: int) -> Permit:
         self.waiting += 1
+        joined = self._clock()
         try:
             async with self._line:
                 while True:
                     now = self._clock()
                     wait = self.limiter.delay(tokens, now)
                     if wait <= 0:
-                        return self.limiter.admit(tokens, now)
+                        return self.limiter.admit(tokens, now, waiting_since=joined)
                     if math.isinf(wait):
                         self._released.clear()
                         await self._released.wait()
@@ -402,6 +406,7 @@ class Provider:
             )
 
     def snapshot(self) -> ProviderStats:
+        limits = self.limiter.learned()
         stats = msgspec.structs.replace(
             self.stats,
             in_flight=self.limiter.in_flight,
@@ -410,6 +415,9 @@ class Provider:
             latency_p95_s=self.latencies.quantile(0.95),
             latency_p99_s=self.latencies.quantile(0.99),
             circuit=self.circuit.state,
+            limit_rpm=limits["rpm"],
+            limit_tpm=limits["tpm"],
+            paused_s=max(0.0, self.limiter.paused_until - self._clock()),
         )
         return stats
 

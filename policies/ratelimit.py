@@ -7,8 +7,8 @@ Providers state limits per minute, enforce them over short spans, and do not say
 one-second window, calendar seconds, or a token bucket refilling continuously ("limits may be
 quantized"). A pacer exact on one shape overruns another, so every limit is held two ways:
 
-- a pace (`TokenBucket` at the aimed rate, holding about one call): calls go out evenly spaced,
-  starting at once with no burst, and a pause does not bank a burst for later;
+- a `Pace` at the aimed rate: calls go out evenly spaced, the first at once with no burst; a late
+  wake-up is caught up, but an idle spell banks nothing for a burst later;
 - a `WindowLog` of what went out over the enforcement span (one second): never more than the
   span's allowance in any span, whichever way the provider counts. Even pacing below the rate
   keeps every sliding window, every calendar window and every bucket within its limit.
@@ -28,13 +28,13 @@ from dataclasses import dataclass
 
 from orchestray.errors import RequestTooLargeError
 
-__all__ = ["TokenBucket", "WindowLog", "Limits", "Permit", "RateLimiter"]
+__all__ = ["TokenBucket", "Pace", "WindowLog", "Limits", "Permit", "RateLimiter"]
 
 _EPSILON = 1e-9
 
 
 class TokenBucket:
-    """A bucket of `capacity` refilling at `rate_per_s`, starting at `level` (default: full).
+    """A bucket of `capacity` refilling at `rate_per_s`, starting full.
 
     A take succeeds when the level covers `min(amount, capacity)`; the level may then go
     negative (debt). So a request larger than the burst still passes, and the debt holds the
@@ -43,12 +43,12 @@ class TokenBucket:
 
     __slots__ = ("rate", "capacity", "_level", "_stamp")
 
-    def __init__(self, rate_per_s: float, capacity: float, now: float, level: float | None = None):
+    def __init__(self, rate_per_s: float, capacity: float, now: float):
         if rate_per_s <= 0 or capacity <= 0:
             raise ValueError("a token bucket needs a positive rate and capacity")
         self.rate = float(rate_per_s)
         self.capacity = float(capacity)
-        self._level = float(capacity if level is None else min(level, capacity))
+        self._level = float(capacity)
         self._stamp = now
 
     def level(self, now: float) -> float:
@@ -80,11 +80,48 @@ class TokenBucket:
         """Empty the bucket (not into debt): after a rejection, start again from nothing."""
         self._level = min(self.level(now), 0.0)
 
-    def retune(self, rate_per_s: float, capacity: float, now: float) -> None:
-        """Change rate and capacity from `now` on, keeping what has been earned so far."""
-        level = self.level(now)
-        self.rate, self.capacity = float(rate_per_s), float(capacity)
-        self._level = min(level, self.capacity)
+
+class Pace:
+    """Calls evenly spaced at `rate` (amounts per second): each admitted amount books the next
+    amount/rate seconds of the schedule.
+
+    A caller already waiting when its slot came due takes that slot even if it wakes late, so a
+    late wake-up is caught up (by at most `catch_up_s`); a caller who finds no one waiting
+    starts the schedule afresh, so an idle spell banks no burst for later.
+    """
+
+    __slots__ = ("rate", "catch_up_s", "_due")
+
+    def __init__(self, rate_per_s: float, catch_up_s: float, now: float):
+        if rate_per_s <= 0:
+            raise ValueError("a pace needs a positive rate")
+        self.rate = float(rate_per_s)
+        self.catch_up_s = catch_up_s
+        self._due = now  # the first call goes at once
+
+    def time_until(self, now: float) -> float:
+        return max(0.0, self._due - now)
+
+    def book(self, amount: float, now: float, waiting_since: float | None = None) -> None:
+        waited = waiting_since is not None and waiting_since <= self._due
+        start = max(self._due, now - self.catch_up_s) if waited else max(self._due, now)
+        self._due = start + amount / self.rate
+
+    def refund(self, amount: float) -> None:
+        self._due -= amount / self.rate
+
+    def charge(self, amount: float) -> None:
+        self._due += amount / self.rate
+
+    def restart(self, now: float) -> None:
+        """After a rejection: nothing owed from before counts as caught up."""
+        self._due = max(self._due, now)
+
+    def retune(self, rate_per_s: float, now: float) -> None:
+        """Change the rate from `now` on; what is booked ahead stretches or shrinks with it."""
+        if self._due > now:
+            self._due = now + (self._due - now) * self.rate / rate_per_s
+        self.rate = float(rate_per_s)
 
 
 class WindowLog:
@@ -161,14 +198,14 @@ class Limits:
 
     `window_s` is the span the provider enforces over: never more than its share of the limit
     goes out in any such span. `headroom` is the fraction of the limit to pace at. `burst_s` is
-    how late a call may go and still keep its slot (catching up after a late wake-up); None
-    picks the most that keeps even pacing inside every window.
+    how far behind its schedule the pace may catch up at once (a busy event loop waking late);
+    the window log bounds what that catch-up sends.
     """
 
     rpm: float | None = None
     tpm: float | None = None
     max_concurrency: int | None = None
-    burst_s: float | None = None
+    burst_s: float = 0.1
     headroom: float = 0.995
     window_s: float = 1.0
     max_pause_s: float = 60.0
@@ -195,7 +232,8 @@ class Permit:
 # How the limiter reacts to 429s; named so the arithmetic below reads as a policy.
 _TIGHTEN_STEP = 0.01  # a 429 within the limit: the window allows this much less (at least one call)
 _TIGHTEST = 0.05  # ... down to this much less than the provider allows
-_TIGHTEN_FORGET_S = 20.0  # one step of tightening is given back after this long without a 429
+_TIGHTEN_FORGET_S = 15.0  # one step of tightening is given back after this long without a 429
+_ONE_EVENT_S = 2.0  # 429s this close together are one event (one stall of the network): one step
 _PERSIST_COUNT = 3  # this many 429s ...
 _PERSIST_S = 5.0  # ... within this long slow the rate
 _SLOWDOWN = 0.85  # by this factor each time
@@ -213,7 +251,7 @@ class _Quota:
     def __init__(self, per_minute: float | None, window_s: float):
         self.configured = per_minute
         self.per_minute = per_minute
-        self.pace: TokenBucket | None = None
+        self.pace: Pace | None = None
         self.log = WindowLog(window_s)
         self.others = 0.0  # another client's use of each window, smoothed
         self._ever_in_window_units = True
@@ -281,19 +319,12 @@ class RateLimiter:
         window = self.limits.window_s
         cap = self.cap(quota)
         rate = min(quota.per_minute / 60.0 * self.limits.headroom * self._slowdown, cap / window)
-        burst_s = self.limits.burst_s
-        if burst_s is None:
-            # Evenly paced calls put at most one + rate * (window + burst) into a window: keep
-            # that within the cap, and no burst at all once tightened.
-            burst_s = 0.0 if self._tightened else max(0.0, 0.8 * (cap / rate - window))
-        # A call may go when the pace holds one call's worth (or, for tokens, any at all).
-        unit = 1.0 if quota is self._requests else 0.0
-        capacity = max(1.0, unit + rate * burst_s)
         if quota.pace is None:
-            # Starts holding one call: the first goes at once, the rest evenly spaced.
-            quota.pace = TokenBucket(rate, capacity, now, level=1.0)
+            quota.pace = Pace(rate, self.limits.burst_s, now)
         else:
-            quota.pace.retune(rate, capacity, now)
+            quota.pace.retune(rate, now)
+        # Tightened after a 429: smaller catch-up bursts too.
+        quota.pace.catch_up_s = self.limits.burst_s * 0.5**self._tightened
 
     # --- admission ---------------------------------------------------------------------------------
 
@@ -316,13 +347,14 @@ class RateLimiter:
         wait = 0.0
         for quota, amount in ((self._requests, 1), (self._tokens, tokens)):
             if quota.pace is not None:
-                wait = max(wait, quota.pace.time_until(amount, now), quota.log.time_until(amount, self.cap(quota), now))
+                wait = max(wait, quota.pace.time_until(now), quota.log.time_until(amount, self.cap(quota), now))
         return wait
 
-    def admit(self, tokens: int, now: float) -> Permit:
+    def admit(self, tokens: int, now: float, waiting_since: float | None = None) -> Permit:
+        """Let a call go. `waiting_since` is when it joined the line (None: just now)."""
         for quota, amount in ((self._requests, 1), (self._tokens, tokens)):
             if quota.pace is not None:
-                quota.pace.charge(amount, now)
+                quota.pace.book(amount, now, waiting_since)
             quota.log.add(amount, now)  # kept unconfigured too: a limit learned later knows the past
         self.in_flight += 1
         return Permit(tokens, now, self._requests.log.used(now), self._tokens.log.used(now))
@@ -339,11 +371,11 @@ class RateLimiter:
         if difference > 0:
             quota.log.refund(difference, permit.admitted_at, now)
             if quota.pace is not None:
-                quota.pace.refund(difference, now)
+                quota.pace.refund(difference)
         elif difference < 0:
             quota.log.charge(-difference, permit.admitted_at, now)
             if quota.pace is not None:
-                quota.pace.charge(-difference, now)
+                quota.pace.charge(-difference)
 
     # --- what the provider says ----------------------------------------------------------------
 
@@ -360,12 +392,13 @@ class RateLimiter:
         if len(recent) >= _PERSIST_COUNT:
             self._slowdown = max(_SLOWEST, self._slowdown * _SLOWDOWN)
             recent.clear()
-        self._tightened += 1
+        if not self._tightened or now - self._tightened_at >= _ONE_EVENT_S:
+            self._tightened += 1
         self._tightened_at = self._slow_at = now
         for quota in (self._requests, self._tokens):
             self._retune(quota, now)
             if quota.pace is not None:
-                quota.pace.drain(now)
+                quota.pace.restart(now)
 
     def observe(
         self, kind: str, limit: float | None, remaining: float | None, reset_s: float | None, permit: Permit | None, now: float

@@ -54,7 +54,7 @@ def test_window_log_counts_only_the_last_span():
 
 def drive(limiter: RateLimiter, until: float, start: float = 0.0, tokens: int = 1) -> list[float]:
     """Admit as fast as the limiter allows (unbounded demand) from `start` to `until`."""
-    times, now = [], start
+    times, now, joined = [], start, start
     while True:
         wait = limiter.delay(tokens, now)
         if wait > 0:
@@ -62,8 +62,9 @@ def drive(limiter: RateLimiter, until: float, start: float = 0.0, tokens: int = 
             if now >= until:
                 return times
             continue
-        limiter.admit(tokens, now)
+        limiter.admit(tokens, now, waiting_since=joined)
         times.append(now)
+        joined = now  # the next caller was in line all along
 
 
 def most_in_any_window(times: list[float], span: float = 1.0) -> int:
@@ -125,13 +126,14 @@ def test_late_wake_ups_are_caught_up_without_overrunning_a_window():
     while now < 20.0:
         wait = limiter.delay(1, now)
         if wait > 0:
-            now += wait + rng.uniform(0, 0.002)  # asyncio wakes up to a couple of ms late
+            # A busy event loop wakes late, now and then very late.
+            now += wait + (rng.uniform(0.02, 0.05) if rng.random() < 0.02 else rng.uniform(0, 0.003))
             continue
-        limiter.admit(1, now)
+        limiter.admit(1, now, waiting_since=0.0)
         times.append(now)
     assert most_in_any_window(times) <= 100
     assert most_in_a_calendar_second(times) <= 100
-    assert len(times) >= 0.985 * 100 * 20
+    assert len(times) >= 0.99 * 100 * 20
 
 
 @pytest.mark.parametrize("mode", LIMIT_MODES)
