@@ -230,8 +230,11 @@ class Permit:
 
 
 # How the limiter reacts to 429s; named so the arithmetic below reads as a policy.
-_TIGHTEN_STEP = 0.01  # a 429 within the limit: the window allows this much less (at least one call)
-_TIGHTEST = 0.05  # ... down to this much less than the provider allows
+# A 429 within the limit means the provider counted some calls later than this limiter did (a
+# stalled server stamps a bunch at once; a stalled client sends a bunch late): each such event
+# widens the window this limiter keeps by this fraction of it, so that much lateness fits.
+_TIGHTEN_STEP = 0.01
+_TIGHTEST = 0.05
 _TIGHTEN_FORGET_S = 15.0  # one step of tightening is given back after this long without a 429
 _ONE_EVENT_S = 2.0  # 429s this close together are one event (one stall of the network): one step
 _PERSIST_COUNT = 3  # this many 429s ...
@@ -298,17 +301,18 @@ class RateLimiter:
 
     # --- the arithmetic of one limit --------------------------------------------------------------
 
+    def span(self) -> float:
+        """The window this limiter keeps: the provider's, widened after 429s within the limit."""
+        return self.limits.window_s * (1.0 + min(self._tightened * _TIGHTEN_STEP, _TIGHTEST))
+
     def cap(self, quota: _Quota) -> float:
-        """What this limiter lets out in one window: the allowance less tightening and others' use."""
+        """What this limiter lets out in one window: the allowance less others' use (and slowed)."""
         allowance = quota.allowance(self.limits.window_s)
+        deadband = _OTHERS_DEADBAND * allowance
         if quota is self._requests:
-            # Whole calls: a step is at least one call, which only a window of ten or more can spare.
-            step, most, deadband = max(1.0, _TIGHTEN_STEP * allowance), max(1.0, _TIGHTEST * allowance), max(2.0, _OTHERS_DEADBAND * allowance)
-            tightened = min(self._tightened * step, most) if allowance >= 10 else 0.0
-        else:
-            tightened = min(self._tightened * _TIGHTEN_STEP, _TIGHTEST) * allowance
-            deadband = _OTHERS_DEADBAND * allowance
-        cap = (allowance - tightened - max(0.0, quota.others - deadband)) * self._slowdown
+            deadband = max(2.0, deadband)  # the window's edges alone differ by a call or two
+        others = quota.others if quota.others > deadband else 0.0
+        cap = (allowance - others) * self._slowdown
         # Whole requests: a window allowing 99.5 allows 99.
         return max(1.0, math.floor(cap + _EPSILON)) if quota is self._requests else max(1.0, cap)
 
@@ -316,9 +320,9 @@ class RateLimiter:
         if quota.per_minute is None:
             quota.pace = None
             return
-        window = self.limits.window_s
-        cap = self.cap(quota)
-        rate = min(quota.per_minute / 60.0 * self.limits.headroom * self._slowdown, cap / window)
+        cap, span = self.cap(quota), self.span()
+        quota.log.span = span
+        rate = min(quota.per_minute / 60.0 * self.limits.headroom * self._slowdown, cap / span)
         if quota.pace is None:
             quota.pace = Pace(rate, self.limits.burst_s, now)
         else:

@@ -207,7 +207,8 @@ def test_a_429_pauses_for_retry_after_and_tightens_the_window_not_the_rate():
     limiter.on_rate_limited(retry_after=0.05, now=5.0)
     assert limiter.delay(1, 5.0) == pytest.approx(0.05)
     times = drive(limiter, start=5.05, until=15.0)
-    assert most_in_any_window(times) <= 99  # one call of slack in every window now
+    # Calls the provider counts up to 10 ms late still fit: no 1.01 s holds more than 100.
+    assert most_in_any_window(times, span=1.01) <= 100
     assert len(times) / 9.95 >= 98.5  # the rate barely moves
 
 
