@@ -17,7 +17,7 @@ from typing import AsyncIterator, Awaitable, Callable, Protocol
 import msgspec
 import tenacity
 
-from orchestray.backends import Backend, Reply
+from orchestray.backends import Backend, Quota, Reply
 from orchestray.config import ProviderConfig
 from orchestray.errors import (
     CircuitOpenError,
@@ -219,7 +219,7 @@ class Provider:
                 yield Chunk(delta=item)
                 item = await self._guard(anext(pieces), timeout)
             used = item.input_tokens + item.output_tokens
-            self._read_quota(item, permit)
+            self._learn(item.quota, permit)
             yield Chunk(done=True, completion=self._succeed(item, started, attempts))
         except (asyncio.CancelledError, GeneratorExit) as err:
             self._fail(err, started, attempts)  # the caller stopped listening: a cancel
@@ -313,11 +313,10 @@ class Provider:
 
     def _after_reply(self, reply: Reply, permit: Permit) -> None:
         self.circuit.record_success()
-        self._read_quota(reply, permit)
+        self._learn(reply.quota, permit)
 
-    def _read_quota(self, reply: Reply, permit: Permit) -> None:
+    def _learn(self, quota: Quota | None, permit: Permit | None) -> None:
         """Every answer's rate-limit headers teach the limiter the provider's limits and load."""
-        quota = reply.quota
         if quota is None:
             return
         now = self._clock()
@@ -334,6 +333,7 @@ class Provider:
         if isinstance(err, RateLimitedError):
             self.stats.rate_limited += 1
             self._metrics.rate_limited(self.name)
+            self._learn(getattr(err, "quota", None), None)
             self.limiter.on_rate_limited(err.retry_after, now)
         elif isinstance(err, ProviderTimeoutError):
             self.stats.timeouts += 1

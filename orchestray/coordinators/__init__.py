@@ -67,7 +67,8 @@ def build_coordinator(name: str, config: Config, resolve: Resolve) -> Coordinato
     if pattern == "fallback":
         return FallbackCoordinator(name, resolve, route.providers)
     if pattern == "balance":
-        return BalanceCoordinator(name, resolve, route.providers)
+        rpm = {p.name: p.limits.rpm for p in config.providers if p.name in route.providers}
+        return BalanceCoordinator(name, resolve, route.providers, rpm=rpm)
     if pattern == "ensemble":
         return EnsembleCoordinator(
             name, resolve, route.providers, samples=route.samples, temperature=route.temperature,

@@ -59,11 +59,16 @@ class BalanceCoordinator(Coordinator):
         providers: list[str],
         clock: Callable[[], float] = time.monotonic,
         refresh_s: float = 1.0,
+        rpm: dict[str, float | None] | None = None,
     ):
         super().__init__(name, resolve, clock)
         if not providers:
             raise ValueError("a balance needs at least one member")
         self.members = [_Member(p) for p in providers]
+        # The configured limits, so the first calls already spread right (before any stats come).
+        for member in self.members:
+            limit = (rpm or {}).get(member.name)
+            member.rate = limit / 60.0 if limit else None
         self.refresh_s = refresh_s
         self._refreshed_at = -float("inf")
         self._refreshing: asyncio.Task | None = None

@@ -124,7 +124,9 @@ def test_a_provider_with_several_keys_is_a_balance_route_over_one_provider_each(
     assert (by_name["gpt:2"].api_key_env, by_name["gpt:2"].model, by_name["gpt:2"].limits.rpm) == ("KEY_B", "gpt-4o-mini", 500)
     assert (by_name["local:2"].base_url, by_name["local:2"].model, by_name["local:2"].limits.rpm) == ("http://10.0.0.2:8000/v1", "local", 300)
     assert config.routes["gpt"].pattern == "balance" and config.routes["gpt"].providers == ["gpt:1", "gpt:2"]
-    assert isinstance(build_coordinator("local", config, lambda name: None), BalanceCoordinator)
+    balance = build_coordinator("local", config, lambda name: None)
+    assert isinstance(balance, BalanceCoordinator)
+    assert [m.rate * 60 for m in balance.members] == [100, 300]  # spread right from the first call
 
 
 @pytest.mark.parametrize(
