@@ -21,6 +21,11 @@ For each: the rate the emulator admitted over whole seconds 1..last-1 as a fract
 (steady), answered / wall time as a fraction of the limit (overall), the 429s the emulator sent,
 and the requests lost (still failing after all retries).
 
+Last, a shared key (`--shared-rps`, no SDK row): sliding, orchestray configured with the whole
+limit, while another client on the same key sends S requests a second, open loop, without
+retries. The headers' `remaining` is all orchestray has to see that client by; reported are
+the two clients' rates, the key's use as a fraction of the limit, and each one's 429s.
+
     python bench/ratelimit.py            # N=2000, R=6000 (100/s)
     python bench/ratelimit.py --quick    # N=600
 """
@@ -102,6 +107,31 @@ def steady_rate(stats: dict) -> tuple[float, int]:
     return sum(counts.get(s, 0) for s in seconds) / len(seconds), len(seconds)
 
 
+async def neighbour(base_url: str, rps: float, stop: asyncio.Event) -> dict:
+    """Another client of the same key: `rps` requests a second, open loop, no retries."""
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="neighbour", max_retries=0)
+    counts = {"sent": 0, "answered": 0, "rate_limited": 0}
+
+    async def one(i: int) -> None:
+        try:
+            await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": question(i)}], max_tokens=MAX_TOKENS)
+            counts["answered"] += 1
+        except openai.RateLimitError:
+            counts["rate_limited"] += 1
+
+    tasks, started = [], time.perf_counter()
+    try:
+        while not stop.is_set():
+            tasks.append(asyncio.create_task(one(counts["sent"])))
+            counts["sent"] += 1
+            await asyncio.sleep(max(0.0, started + counts["sent"] / rps - time.perf_counter()))
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        await client.close()
+    counts["wall_s"] = time.perf_counter() - started
+    return counts
+
+
 async def gather_bounded(calls, concurrency: int) -> list[BaseException | None]:
     """Run the zero-argument coroutine functions `calls`, `concurrency` at a time; their errors."""
     gate = asyncio.Semaphore(concurrency)
@@ -117,7 +147,7 @@ async def gather_bounded(calls, concurrency: int) -> list[BaseException | None]:
     return await asyncio.wait_for(asyncio.gather(*(one(c) for c in calls)), CLIENT_TIMEOUT_S)
 
 
-def run_orchestray(emulator: EmulatorHandle, n: int, rpm: int | None, concurrency: int) -> tuple[list, float, object]:
+def run_orchestray(emulator: EmulatorHandle, n: int, rpm: int | None, concurrency: int, shared_rps: float = 0.0) -> tuple[list, float, object, dict | None]:
     config = ProviderConfig(
         name=f"bench-ratelimit-{uuid.uuid4().hex[:8]}",
         kind="openai",
@@ -129,14 +159,17 @@ def run_orchestray(emulator: EmulatorHandle, n: int, rpm: int | None, concurrenc
     try:
         requests = [ChatRequest(messages=(Message("user", question(i)),), max_tokens=MAX_TOKENS) for i in range(n)]
 
-        async def run() -> tuple[list, float, object]:
+        async def run() -> tuple[list, float, object, dict | None]:
             # The actor exists before timing, but has made no call: nothing learned, no burst banked.
             await handle.actor.ping.remote()
             emulator.reset()  # zeroed counts and full buckets: its second 0 starts now
+            stop = asyncio.Event()
+            other = asyncio.create_task(neighbour(emulator.openai_base_url, shared_rps, stop)) if shared_rps else None
             started = time.perf_counter()
             errors = await gather_bounded([lambda r=r: handle.complete(r) for r in requests], concurrency)
             wall = time.perf_counter() - started
-            return errors, wall, await handle.stats()
+            stop.set()
+            return errors, wall, await handle.stats(), (await other if other else None)
 
         return asyncio.run(run())
     finally:
@@ -184,6 +217,26 @@ def summarise(case: str, client: str, n: int, rpm: int, errors: list, wall: floa
         retries=None if actor_stats is None else actor_stats.retries,
         learned_rpm=None if actor_stats is None else actor_stats.limit_rpm,
     )
+
+
+def summarise_shared(n: int, rpm: int, errors: list, wall: float, stats: dict, actor_stats, other: dict) -> dict:
+    limit_rps = rpm / 60.0
+    rate, _ = steady_rate(stats)
+    ours = actor_stats.succeeded / wall
+    theirs = other["answered"] / other["wall_s"]
+    return {
+        "other_client_rps_offered": round(other["sent"] / other["wall_s"], 2),
+        "orchestray_rps": round(ours, 2),
+        "other_rps": round(theirs, 2),
+        "key_fraction": round((ours + theirs) / limit_rps, 4),
+        "steady_fraction": round(rate / limit_rps, 4),
+        "orchestray_rate_limited": actor_stats.rate_limited,
+        "orchestray_rate_limited_fraction": round(actor_stats.rate_limited / n, 4),
+        "other_sent": other["sent"],
+        "other_rate_limited": other["rate_limited"],
+        "lost": sum(e is not None for e in errors),
+        "wall_s": round(wall, 2),
+    }
 
 
 def table(results: list[Result]) -> str:
@@ -234,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-sigma", type=float, default=1.0, help="lognormal sigma (default: %(default)s)")
     parser.add_argument("-c", "--concurrency", type=int, default=64, help="requests in flight (default: %(default)s)")
     parser.add_argument("--cases", default=",".join(c[0] for c in CASES), help="which cases (default: %(default)s)")
+    parser.add_argument("--shared-rps", type=float, default=30.0, help="the other client's rate on a shared key; 0: no shared case (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="N=600")
     parser.add_argument("-o", "--output", type=Path, default=RESULTS, help="JSON results (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -252,19 +306,25 @@ def main(argv: list[str] | None = None) -> int:
 
     options = EmulatorOptions(rpm=args.rpm, latency_ms=args.latency_ms, latency_sigma=args.latency_sigma)
     results: list[Result] = []
+    shared: dict | None = None
     # address="local": always a fresh instance of our own, never someone else's running cluster.
     ray.init(address="local", num_cpus=2, include_dashboard=False, namespace=NAMESPACE, logging_level="WARNING")
     try:
         with run_in_process(options) as emulator:
             for case, mode, configured in chosen:
                 emulator.configure(limit_mode=mode)
-                errors, wall, actor_stats = run_orchestray(emulator, args.requests, args.rpm if configured else None, args.concurrency)
+                errors, wall, actor_stats, _ = run_orchestray(emulator, args.requests, args.rpm if configured else None, args.concurrency)
                 results.append(summarise(case, "orchestray", args.requests, args.rpm, errors, wall, emulator.stats(), actor_stats))
                 print(f"  {case}: orchestray done in {wall:.1f}s", flush=True)
                 errors, wall = run_sdk(emulator, args.requests, args.concurrency)
                 name = f"sdk+sem({args.concurrency})"
                 results.append(summarise(case, name, args.requests, args.rpm, errors, wall, emulator.stats()))
                 print(f"  {case}: {name} done in {wall:.1f}s", flush=True)
+            if args.shared_rps:
+                emulator.configure(limit_mode="sliding")
+                errors, wall, actor_stats, other = run_orchestray(emulator, args.requests, args.rpm, args.concurrency, args.shared_rps)
+                shared = summarise_shared(args.requests, args.rpm, errors, wall, emulator.stats(), actor_stats, other)
+                print(f"  shared: orchestray done in {wall:.1f}s", flush=True)
     finally:
         ray.shutdown()
 
@@ -279,6 +339,13 @@ def main(argv: list[str] | None = None) -> int:
         "steady = emulator admissions/s over whole seconds 1..last-1 (the last is partial); answered/wall = "
         "answered requests over the wall time; peak 1 s = most admitted in one calendar second"
     )
+    if shared is not None:
+        print(
+            f"shared key: orchestray {shared['orchestray_rps']:.1f}/s + the other client {shared['other_rps']:.1f}/s = "
+            f"{100 * shared['key_fraction']:.1f}% of the limit (steady {100 * shared['steady_fraction']:.1f}%); "
+            f"429s: orchestray {shared['orchestray_rate_limited']} ({100 * shared['orchestray_rate_limited_fraction']:.2f}%), "
+            f"the other client {shared['other_rate_limited']} of {shared['other_sent']}; {shared['lost']} lost"
+        )
     targets = check(results)
     for case, checks in targets.items():
         for key, t in checks.items():
@@ -304,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
             "overall_fraction: answered / wall time / limit"
         ),
         "results": [{**asdict(r), "rate_limited_fraction": round(r.rate_limited_fraction, 4)} for r in results],
+        "shared": shared,
         "targets": targets,
     }
     write_report(args.output, report)
