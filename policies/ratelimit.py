@@ -13,8 +13,10 @@ quantized"). A pacer exact on one shape overruns another, so every limit is held
   span's allowance in any span, whichever way the provider counts. Even pacing below the rate
   keeps every sliding window, every calendar window and every bucket within its limit.
 
-A 429 while pacing within the limit is clock or network jitter: it tightens the window, not the
-rate. Only 429s that keep coming slow the rate, and it recovers within seconds. The rate-limit
+A 429 while pacing within the limit means the provider counted some calls later than this
+limiter did (a stalled network, client or server): it widens the window kept by 1% and shrinks
+the catch-up burst, rather than cutting the rate. Only 429s that keep coming slow the rate, and
+it recovers within seconds. The rate-limit
 headers of every answer teach an unconfigured limit, lower a configured one the provider says is
 lower, and show what other clients of the same key use, which this limiter then leaves to them.
 """
@@ -293,7 +295,7 @@ class RateLimiter:
         self.paused_until = -math.inf
         self._slowdown = 1.0  # the pace's factor after persistent 429s, recovering over time
         self._slow_at = now
-        self._tightened = 0  # steps the window allows less than the provider's allowance
+        self._tightened = 0  # steps the kept window is widened by (429s within the limit)
         self._tightened_at = now
         self._recent_429s: deque[float] = deque()
         for quota in (self._requests, self._tokens):
