@@ -53,10 +53,7 @@ async def test_a_limit_is_learned_and_keys_are_balanced(ray_session, kill_actors
     from orchestray.config import parse_config
     from orchestray.emulator import EmulatorOptions, run_in_thread
 
-    with (
-        run_in_thread(EmulatorOptions(rpm=1200, limit_mode="sliding")) as big,
-        run_in_thread(EmulatorOptions(rpm=600, limit_mode="sliding")) as small,
-    ):
+    with run_in_thread(EmulatorOptions(rpm=1200)) as big, run_in_thread(EmulatorOptions(rpm=600)) as small:
         name = f"pool-{time.monotonic_ns()}"
         config = parse_config({"providers": [{
             "name": name, "kind": "openai", "model": "sim-small",
@@ -68,6 +65,9 @@ async def test_a_limit_is_learned_and_keys_are_balanced(ray_session, kill_actors
             kill_actors(handle)
         await members[1].complete(ask())  # the unconfigured key learns its limit from the headers
         assert (await members[1].stats()).limit_rpm == 600
+        await members[2].complete(ask())  # the route reads its members' limits in the background
+        await asyncio.sleep(0.5)
+        big.reset()
         small.reset()
         results = await asyncio.gather(*(members[2].complete(ask(f"What is {i} + 2?")) for i in range(60)))
         served = [big.stats()["served"], small.stats()["served"]]
