@@ -7,6 +7,7 @@ the same code runs in a unit test with a fake clock and in a Ray actor with the 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import random
 import time
@@ -16,7 +17,7 @@ from typing import AsyncIterator, Awaitable, Callable, Protocol
 import msgspec
 import tenacity
 
-from orchestray.backends import Backend, Reply
+from orchestray.backends import Backend, Quota, Reply
 from orchestray.config import ProviderConfig
 from orchestray.errors import (
     CircuitOpenError,
@@ -34,6 +35,8 @@ __all__ = ["Provider", "AdmissionGate", "ProviderStats", "ProviderMetrics", "DEF
 
 # Tokens budgeted for an answer when the request sets no max_tokens (what providers assume too).
 DEFAULT_OUTPUT_BUDGET = 256
+
+_log = logging.getLogger("orchestray.provider")
 
 
 class ProviderMetrics(Protocol):
@@ -75,6 +78,9 @@ class ProviderStats(msgspec.Struct, kw_only=True):
     latency_p95_s: float | None = None
     latency_p99_s: float | None = None
     circuit: str = "closed"
+    limit_rpm: float | None = None  # the limits in force: configured, lowered or learned from headers
+    limit_tpm: float | None = None
+    paused_s: float = 0.0  # how long admissions are held back still (after a 429 or an empty quota)
 
 
 class AdmissionGate:
@@ -94,13 +100,14 @@ class AdmissionGate:
 
     async def acquire(self, tokens: int) -> Permit:
         self.waiting += 1
+        joined = self._clock()
         try:
             async with self._line:
                 while True:
                     now = self._clock()
                     wait = self.limiter.delay(tokens, now)
                     if wait <= 0:
-                        return self.limiter.admit(tokens, now)
+                        return self.limiter.admit(tokens, now, waiting_since=joined)
                     if math.isinf(wait):
                         self._released.clear()
                         await self._released.wait()
@@ -213,6 +220,7 @@ class Provider:
                 yield item if isinstance(item, Chunk) else Chunk(delta=item)
                 item = await self._guard(anext(pieces), timeout)
             used = item.input_tokens + item.output_tokens
+            self._learn(item.quota, permit)
             yield Chunk(done=True, completion=self._succeed(item, started, attempts))
         except (asyncio.CancelledError, GeneratorExit) as err:
             self._fail(err, started, attempts)  # the caller stopped listening: a cancel
@@ -267,7 +275,7 @@ class Provider:
         try:
             reply = await self._guard(self.backend.complete(request), request.timeout_s or self.config.timeout_s)
             used = reply.input_tokens + reply.output_tokens
-            self._after_reply(reply)
+            self._after_reply(reply, permit)
             return reply
         except asyncio.CancelledError:
             used = prompt_tokens  # aborted before any answer: give back the answer's budget
@@ -304,19 +312,29 @@ class Provider:
         except StopAsyncIteration:
             raise ProviderUnavailableError("the stream ended without a final usage report", provider=self.name) from None
 
-    def _after_reply(self, reply: Reply) -> None:
+    def _after_reply(self, reply: Reply, permit: Permit) -> None:
         self.circuit.record_success()
-        quota = reply.quota
-        if quota is not None:
-            now = self._clock()
-            self.limiter.on_quota(quota.remaining_requests, quota.reset_requests_s, now)
-            self.limiter.on_quota(quota.remaining_tokens, quota.reset_tokens_s, now)
+        self._learn(reply.quota, permit)
+
+    def _learn(self, quota: Quota | None, permit: Permit | None) -> None:
+        """Every answer's rate-limit headers teach the limiter the provider's limits and load."""
+        if quota is None:
+            return
+        now = self._clock()
+        observe = self.limiter.observe
+        for warning in (
+            observe("requests", quota.limit_requests, quota.remaining_requests, quota.reset_requests_s, permit, now),
+            observe("tokens", quota.limit_tokens, quota.remaining_tokens, quota.reset_tokens_s, permit, now),
+        ):
+            if warning is not None:
+                _log.warning("provider %s: %s", self.name, warning)
 
     def _record_failure(self, err: BaseException) -> None:
         now = self._clock()
         if isinstance(err, RateLimitedError):
             self.stats.rate_limited += 1
             self._metrics.rate_limited(self.name)
+            self._learn(getattr(err, "quota", None), None)
             self.limiter.on_rate_limited(err.retry_after, now)
         elif isinstance(err, ProviderTimeoutError):
             self.stats.timeouts += 1
@@ -396,6 +414,7 @@ class Provider:
             )
 
     def snapshot(self) -> ProviderStats:
+        limits = self.limiter.learned()
         stats = msgspec.structs.replace(
             self.stats,
             in_flight=self.limiter.in_flight,
@@ -404,6 +423,9 @@ class Provider:
             latency_p95_s=self.latencies.quantile(0.95),
             latency_p99_s=self.latencies.quantile(0.99),
             circuit=self.circuit.state,
+            limit_rpm=limits["rpm"],
+            limit_tpm=limits["tpm"],
+            paused_s=max(0.0, self.limiter.paused_until - self._clock()),
         )
         return stats
 

@@ -6,6 +6,8 @@ import argparse
 import os
 from dataclasses import asdict, dataclass, fields, replace
 
+from ._quota import LIMIT_MODES
+
 __all__ = ["EmulatorOptions", "add_arguments", "options_from_args", "options_to_args", "API_KEY_ENV"]
 
 # The key travels by environment, not argv, so it never shows in a process listing.
@@ -28,6 +30,7 @@ class EmulatorOptions:
     port: int = 0  # 0: an ephemeral port, read it back from the base URL
     rpm: int | None = None
     tpm: int | None = None
+    limit_mode: str = "bucket"  # how rpm/tpm are counted: sliding | fixed | bucket (see _quota)
     latency_ms: float | None = 0.0
     latency_sigma: float = 0.0
     ms_per_output_token: float = 0.0
@@ -45,6 +48,8 @@ class EmulatorOptions:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive (or None for unlimited), got {value}")
+        if self.limit_mode not in LIMIT_MODES:
+            raise ValueError(f"limit_mode must be one of {', '.join(LIMIT_MODES)}, got {self.limit_mode!r}")
         for name in ("fault_rate", "hang_rate", "accuracy"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -80,6 +85,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--port", type=int, default=8000, help="port, 0 for any free one (default: %(default)s)")
     add("--rpm", type=int, default=None, help="requests per minute per model, enforced per second")
     add("--tpm", type=int, default=None, help="tokens per minute per model, enforced per second")
+    add(
+        "--limit-mode",
+        choices=LIMIT_MODES,
+        default=default.limit_mode,
+        help="how the per-second limits count: a sliding 1 s window, calendar seconds, or a token bucket "
+        "(default: %(default)s)",
+    )
     add(
         "--latency-ms",
         type=float,
@@ -120,6 +132,7 @@ def options_from_args(args: argparse.Namespace) -> EmulatorOptions:
         port=args.port,
         rpm=args.rpm,
         tpm=args.tpm,
+        limit_mode=args.limit_mode,
         latency_ms=None if args.profile_latency else args.latency_ms,
         latency_sigma=args.latency_sigma,
         ms_per_output_token=args.ms_per_output_token,
@@ -136,7 +149,7 @@ def options_from_args(args: argparse.Namespace) -> EmulatorOptions:
 
 def options_to_args(options: EmulatorOptions) -> list[str]:
     """The command line that reproduces `options` in another process; the key goes by API_KEY_ENV."""
-    args = ["--host", options.host, "--port", str(options.port)]
+    args = ["--host", options.host, "--port", str(options.port), "--limit-mode", options.limit_mode]
     if options.latency_ms is None:
         args.append("--profile-latency")
     else:

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from orchestray.backends import Reply
+from orchestray.backends import Quota, Reply
 from orchestray.config import ProviderConfig
 from orchestray.errors import (
     BadRequestError,
@@ -47,6 +47,8 @@ class ScriptedBackend:
             raise
         finally:
             self.active -= 1
+        if isinstance(step, Quota):
+            return Reply("Answer: 4", input_tokens=10, output_tokens=5, model="m", quota=step)
         return Reply("Answer: 4", input_tokens=10, output_tokens=5, model="m")
 
     async def stream(self, request):
@@ -170,7 +172,7 @@ async def test_cancelling_frees_the_slot_and_gives_back_the_answer_budget(clock)
     assert backend.cancelled == 1
     assert provider.limiter.in_flight == 0
     # Budget was 4 (prompt) + 5 (max_tokens); only the prompt's 4 stay charged.
-    assert provider.limiter._tokens.level(clock.now) == pytest.approx(10 - 4)
+    assert provider.limiter._tokens.log.used(clock.now) == pytest.approx(4)
     assert provider.snapshot().cancelled == 1
 
 
@@ -224,3 +226,24 @@ async def test_a_call_cancelled_past_the_p95_still_counts_in_the_latency_history
     assert len(provider.latencies._values) == 20
     await cancel_after(5.0)  # slower than the p95: recorded, so hedging delays do not drift down
     assert len(provider.latencies._values) == 21 and provider.latencies.quantile(1.0) >= 5.0
+
+
+async def test_the_headers_teach_an_unconfigured_limit_and_lower_a_configured_one(clock, caplog):
+    headers = Quota(limit_requests=600, remaining_requests=9, reset_requests_s=0.1)
+    provider, _ = make(clock, script=[headers])
+    await provider.complete(request())
+    assert provider.snapshot().limit_rpm == 600
+    provider, _ = make(clock, script=[headers], limits={"rpm": 6000})
+    with caplog.at_level("WARNING", logger="orchestray.provider"):
+        await provider.complete(request())
+    assert provider.snapshot().limit_rpm == 600
+    assert "lower than the configured 6000" in caplog.text
+
+
+async def test_a_429_teaches_the_limit_before_any_answer_has(clock):
+    limited = RateLimitedError("429", provider="p", retry_after=0.1)
+    limited.quota = Quota(limit_requests=120, remaining_requests=0, reset_requests_s=0.5)
+    provider, _ = make(clock, script=[limited])
+    await provider.complete(request())
+    stats = provider.snapshot()
+    assert (stats.limit_rpm, stats.rate_limited, stats.succeeded) == (120, 1, 1)
