@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
                     "providers": [{"name": name, "kind": "openai", "model": MODEL, "base_url": emulator.openai_base_url}
                                   for name in provider_names],
                     "routes": {route: {"pattern": "race", "providers": provider_names}},
-                    "serve": {"num_replicas": 1, "replica_num_cpus": 0, "api_keys_env": None},
+                    "serve": {"num_replicas": 1, "replica_num_cpus": 0, "api_keys_env": None, "allow_unauthenticated": True},
                 }, "bench")
                 settings = config.serve
                 noop = Noop.options(num_replicas=1, max_ongoing_requests=settings.max_ongoing_requests,

@@ -54,7 +54,7 @@ from orchestray.serving._bodies import (
     openai_error,
 )
 
-__all__ = ["build_app", "app_for", "Gateway", "Coordinators", "KeyQuota"]
+__all__ = ["build_app", "app_for", "open_gateway_refusal", "Gateway", "Coordinators", "KeyQuota"]
 
 api = FastAPI(
     title="orchestray",
@@ -281,6 +281,20 @@ class Coordinators:
         return await coordinator.complete(request)
 
 
+def open_gateway_refusal(config: Config, keys: tuple[str, ...]) -> str | None:
+    """Why this gateway must not serve without keys, or None when it may: keys are set, every
+    provider is simulated (a local trial spends nothing), or the config says so on purpose."""
+    settings = config.serve
+    real = [f"{p.name} ({p.kind})" for p in config.providers if p.kind != "simulated"]
+    if keys or not real or settings.allow_unauthenticated:
+        return None
+    how = (f"set {settings.api_keys_env}=key1,key2 in the environment of the nodes that run the gateway"
+           if settings.api_keys_env else "set serve.api_keys_env to a variable holding bearer keys, and set it")
+    return (f"refusing to serve without gateway keys: the config has real providers ({', '.join(real)}), and "
+            f"anyone who reaches the gateway could spend their keys. To require bearer keys, {how}; to serve open "
+            "on purpose, set serve.allow_unauthenticated: true in the config.")
+
+
 @serve.deployment(name="Gateway")
 @serve.ingress(api)
 class Gateway:
@@ -293,6 +307,9 @@ class Gateway:
         serve_config = self.config.serve
         keys_env = serve_config.api_keys_env
         keys = tuple(k.strip() for k in os.environ.get(keys_env, "").split(",") if k.strip()) if keys_env else ()
+        refusal = open_gateway_refusal(self.config, keys)
+        if refusal is not None:
+            raise ConfigError(refusal)
         quota = None
         if keys and (serve_config.requests_per_minute_per_key or serve_config.spend_per_hour_per_key):
             caps = f"{serve_config.requests_per_minute_per_key}-{serve_config.spend_per_hour_per_key}"
