@@ -1,11 +1,12 @@
 """The Ray Serve application: an OpenAI-compatible gateway over the providers and coordinators.
 
-    HTTP ─▶ Gateway (FastAPI ingress) ─┬─▶ provider actors (shared, named: limits hold cluster-wide)
-                                       └─▶ Coordinators deployment ─▶ provider actors
+    HTTP ─▶ HAProxy ─▶ Gateway replica (FastAPI ingress; routes run here) ─▶ provider actors
+                                                        (shared, named: limits hold cluster-wide)
 
-A request for a provider goes straight from the gateway to that provider's actor (one hop, the
-fast path); a request for a route, or an ad-hoc pattern, goes to the Coordinators deployment,
-which runs the pattern in-process against the same provider actors.
+A request for a provider goes straight from the gateway to that provider's actor; a request for a
+route, or an ad-hoc pattern, runs the pattern in the gateway replica against the same provider
+actors. Every hop between processes costs about as much CPU as the provider's HTTP call itself, so
+no request takes more than the one to the provider actors, which keep the limits.
 """
 
 
@@ -16,15 +17,13 @@ import json
 import os
 import time
 import uuid
-from typing import Any, AsyncIterator
+from typing import Any
 
 import ray
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
-from ray.exceptions import RayTaskError
-from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestray.config import Config, load_config, parse_config
@@ -42,7 +41,7 @@ from orchestray.errors import (
     UnknownModelError,
     error_code,
 )
-from orchestray.messages import ChatRequest, Chunk, Completion
+from orchestray.messages import ChatRequest, Completion
 from orchestray.openai_format import ChatCompletionBody, chunk_body, completion_body, validation_message
 from orchestray.policies.ratelimit import TokenBucket
 
@@ -54,7 +53,7 @@ from orchestray.serving._bodies import (
     openai_error,
 )
 
-__all__ = ["build_app", "app_for", "open_gateway_refusal", "Gateway", "Coordinators", "KeyQuota"]
+__all__ = ["build_app", "app_for", "open_gateway_refusal", "Gateway", "KeyQuota"]
 
 api = FastAPI(
     title="orchestray",
@@ -237,48 +236,8 @@ class KeyQuota:
 _ADHOC = "adhoc:request"
 
 
-async def _unwrapped(response):
-    """Await a deployment call; an orchestray error raised there comes back as itself."""
-    try:
-        return await response
-    except RayTaskError as err:
-        cause = getattr(err, "cause", None)
-        raise (cause if isinstance(cause, OrchestrayError) else ProviderUnavailableError("coordinator failed")) from None
-
-
 def _sse(data: Any) -> bytes:
     return b"data: " + (data if isinstance(data, bytes) else json.dumps(data).encode()) + b"\n\n"
-
-
-@serve.deployment(name="Coordinators")
-class Coordinators:
-    """Runs routes and ad-hoc patterns in-process, against the shared provider actors."""
-
-    def __init__(self, config_json: str):
-        from orchestray.actors.directory import ModelDirectory
-
-        self.config = Config.model_validate_json(config_json)
-        self.models = ModelDirectory(self.config, routes_in_process=True)
-        for name in self.config.model_names():
-            self.models.get(name)  # every actor found now, not on the event loop later
-
-    async def complete(self, request: ChatRequest) -> Completion:
-        return await self.models.get(request.model).complete(request)
-
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
-        async for chunk in self.models.get(request.model).stream(request):
-            yield chunk
-
-    async def pattern(self, route: dict[str, Any], request: ChatRequest) -> Completion:
-        """An ad-hoc pattern: validated as a route of the config would be, then run once."""
-        data = self.config.model_dump(mode="json")
-        data["routes"] = {**data["routes"], _ADHOC: route}
-        try:
-            config = parse_config(data, "request")
-            coordinator = build_coordinator(_ADHOC, config, self.models.get)
-        except ConfigError as err:
-            raise RequestError(str(err).replace(f"request: routes.{_ADHOC}.", "")) from None
-        return await coordinator.complete(request)
 
 
 def open_gateway_refusal(config: Config, keys: tuple[str, ...]) -> str | None:
@@ -298,12 +257,14 @@ def open_gateway_refusal(config: Config, keys: tuple[str, ...]) -> str | None:
 @serve.deployment(name="Gateway")
 @serve.ingress(api)
 class Gateway:
-    def __init__(self, coordinators: DeploymentHandle, config_json: str):
+    def __init__(self, config_json: str):
         from orchestray.actors.directory import ModelDirectory
 
         self.config = Config.model_validate_json(config_json)
-        self.coordinators = coordinators
-        self.providers = {p.name: ModelDirectory(self.config).get(p.name) for p in self.config.providers}
+        self.models = ModelDirectory(self.config, routes_in_process=True)
+        for name in self.config.model_names():
+            self.models.get(name)  # every actor found now, not on the event loop later
+        self.providers = {p.name: self.models.get(p.name) for p in self.config.providers}
         serve_config = self.config.serve
         keys_env = serve_config.api_keys_env
         keys = tuple(k.strip() for k in os.environ.get(keys_env, "").split(",") if k.strip()) if keys_env else ()
@@ -363,10 +324,7 @@ class Gateway:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return StreamingResponse(self._stream(request, request_id, include_usage, http),
                                      media_type="text/event-stream", headers={"cache-control": "no-cache"})
-        if request.model in self.providers:
-            completion = await self.providers[request.model].complete(request)
-        else:
-            completion = await _unwrapped(self.coordinators.complete.remote(request))
+        completion = await self.models.get(request.model).complete(request)
         return self._answer(completion, request_id, request.model, http)
 
     def _answer(self, completion: Completion, request_id: str, model: str, http: Request) -> JSONResponse:
@@ -381,10 +339,7 @@ class Gateway:
     async def _stream(self, request: ChatRequest, request_id: str, include_usage: bool, http: Request):
         created = int(time.time())
         model = request.model
-        if model in self.providers:
-            chunks = self.providers[model].stream(request)
-        else:
-            chunks = self.coordinators.options(stream=True).stream.remote(request)
+        chunks = self.models.get(model).stream(request)
         first = True
         try:
             async for chunk in chunks:
@@ -399,12 +354,9 @@ class Gateway:
                     break
                 yield _sse(chunk_body(request_id, model, created, delta=chunk.delta, role=first))
                 first = False
-        except (OrchestrayError, RayTaskError) as err:
+        except OrchestrayError as err:
             # Headers are gone; the error travels as an event, as OpenAI's streams do.
-            cause = getattr(err, "cause", err) if isinstance(err, RayTaskError) else err
-            if not isinstance(cause, OrchestrayError):
-                cause = ProviderUnavailableError("coordinator failed")
-            yield _sse(openai_error(_status_of(cause), str(cause), error_code(cause)))
+            yield _sse(openai_error(_status_of(err), str(err), error_code(err)))
         yield _sse(b"[DONE]")
 
     # Ad-hoc patterns
@@ -420,7 +372,14 @@ class Gateway:
         for name in route["providers"] + ([route["judge"]] if route.get("judge") else []):
             if not self.config.has_model(name):
                 raise UnknownModelError(name, self.config.model_names())
-        completion = await _unwrapped(self.coordinators.pattern.remote(route, request))
+        # Validated as a route of the config would be, then run once in this replica.
+        data = self.config.model_dump(mode="json")
+        data["routes"] = {**data["routes"], _ADHOC: route}
+        try:
+            coordinator = build_coordinator(_ADHOC, parse_config(data, "request"), self.models.get)
+        except ConfigError as err:
+            raise RequestError(str(err).replace(f"request: routes.{_ADHOC}.", "")) from None
+        completion = await coordinator.complete(request)
         return self._answer(completion, request_id, f"pattern:{route['pattern']}", http)
 
     @api.post("/v1/patterns/race", summary="Race providers: first success wins, optionally hedged")
@@ -461,8 +420,6 @@ def app_for(config: Config, gateway_actor_options: dict[str, Any] | None = None)
         options["autoscaling_config"] = settings.autoscaling_config
     else:
         options["num_replicas"] = settings.num_replicas
-    coordinators = Coordinators.options(**options).bind(config_json)
-    gateway_options = dict(options)
     if gateway_actor_options:
-        gateway_options["ray_actor_options"] = {**options["ray_actor_options"], **gateway_actor_options}
-    return Gateway.options(**gateway_options).bind(coordinators, config_json)
+        options["ray_actor_options"] = {**options["ray_actor_options"], **gateway_actor_options}
+    return Gateway.options(**options).bind(config_json)
