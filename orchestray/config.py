@@ -241,6 +241,9 @@ class ServeConfig(_Strict):
     requests_per_minute_per_key: float | None = Field(default=None, gt=0)
     spend_per_hour_per_key: float | None = Field(default=None, gt=0)
     max_body_bytes: int = Field(default=1_000_000, gt=0)
+    # Without gateway keys, anyone who reaches the gateway spends the providers' keys: a config with
+    # a real provider must name keys or say on purpose that it serves open.
+    allow_unauthenticated: bool = False
 
 
 class BatchConfig(_Strict):

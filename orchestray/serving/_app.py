@@ -1,11 +1,12 @@
 """The Ray Serve application: an OpenAI-compatible gateway over the providers and coordinators.
 
-    HTTP ─▶ Gateway (FastAPI ingress) ─┬─▶ provider actors (shared, named: limits hold cluster-wide)
-                                       └─▶ Coordinators deployment ─▶ provider actors
+    HTTP ─▶ HAProxy ─▶ Gateway replica (FastAPI ingress; routes run here) ─▶ provider actors
+                                                        (shared, named: limits hold cluster-wide)
 
-A request for a provider goes straight from the gateway to that provider's actor (one hop, the
-fast path); a request for a route, or an ad-hoc pattern, goes to the Coordinators deployment,
-which runs the pattern in-process against the same provider actors.
+A request for a provider goes straight from the gateway to that provider's actor; a request for a
+route, or an ad-hoc pattern, runs the pattern in the gateway replica against the same provider
+actors. Every hop between processes costs about as much CPU as the provider's HTTP call itself, so
+no request takes more than the one to the provider actors, which keep the limits.
 """
 
 
@@ -16,15 +17,13 @@ import json
 import os
 import time
 import uuid
-from typing import Any, AsyncIterator
+from typing import Any
 
 import ray
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
-from ray.exceptions import RayTaskError
-from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestray.config import Config, load_config, parse_config
@@ -55,7 +54,7 @@ from orchestray.serving._bodies import (
 )
 from orchestray.serving._messages import anthropic_shaped, messages_response
 
-__all__ = ["build_app", "app_for", "Gateway", "Coordinators", "KeyQuota"]
+__all__ = ["build_app", "app_for", "open_gateway_refusal", "Gateway", "KeyQuota"]
 
 api = FastAPI(
     title="orchestray",
@@ -240,15 +239,6 @@ class KeyQuota:
 _ADHOC = "adhoc:request"
 
 
-async def _unwrapped(response):
-    """Await a deployment call; an orchestray error raised there comes back as itself."""
-    try:
-        return await response
-    except RayTaskError as err:
-        cause = getattr(err, "cause", None)
-        raise (cause if isinstance(cause, OrchestrayError) else ProviderUnavailableError("coordinator failed")) from None
-
-
 def _sse(data: Any) -> bytes:
     return b"data: " + (data if isinstance(data, bytes) else json.dumps(data).encode()) + b"\n\n"
 
@@ -265,10 +255,23 @@ def models_body(config: Config) -> dict[str, Any]:
     return {"object": "list", "data": data}
 
 
-@serve.deployment(name="Coordinators")
-class Coordinators:
-    """Runs routes and ad-hoc patterns in-process, against the shared provider actors."""
+def open_gateway_refusal(config: Config, keys: tuple[str, ...]) -> str | None:
+    """Why this gateway must not serve without keys, or None when it may: keys are set, every
+    provider is simulated (a local trial spends nothing), or the config says so on purpose."""
+    settings = config.serve
+    real = [f"{p.name} ({p.kind})" for p in config.providers if p.kind != "simulated"]
+    if keys or not real or settings.allow_unauthenticated:
+        return None
+    how = (f"set {settings.api_keys_env}=key1,key2 in the environment of the nodes that run the gateway"
+           if settings.api_keys_env else "set serve.api_keys_env to a variable holding bearer keys, and set it")
+    return (f"refusing to serve without gateway keys: the config has real providers ({', '.join(real)}), and "
+            f"anyone who reaches the gateway could spend their keys. To require bearer keys, {how}; to serve open "
+            "on purpose, set serve.allow_unauthenticated: true in the config.")
 
+
+@serve.deployment(name="Gateway")
+@serve.ingress(api)
+class Gateway:
     def __init__(self, config_json: str):
         from orchestray.actors.directory import ModelDirectory
 
@@ -276,38 +279,13 @@ class Coordinators:
         self.models = ModelDirectory(self.config, routes_in_process=True)
         for name in self.config.model_names():
             self.models.get(name)  # every actor found now, not on the event loop later
-
-    async def complete(self, request: ChatRequest) -> Completion:
-        return await self.models.get(request.model).complete(request)
-
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
-        async for chunk in self.models.get(request.model).stream(request):
-            yield chunk
-
-    async def pattern(self, route: dict[str, Any], request: ChatRequest) -> Completion:
-        """An ad-hoc pattern: validated as a route of the config would be, then run once."""
-        data = self.config.model_dump(mode="json")
-        data["routes"] = {**data["routes"], _ADHOC: route}
-        try:
-            config = parse_config(data, "request")
-            coordinator = build_coordinator(_ADHOC, config, self.models.get)
-        except ConfigError as err:
-            raise RequestError(str(err).replace(f"request: routes.{_ADHOC}.", "")) from None
-        return await coordinator.complete(request)
-
-
-@serve.deployment(name="Gateway")
-@serve.ingress(api)
-class Gateway:
-    def __init__(self, coordinators: DeploymentHandle, config_json: str):
-        from orchestray.actors.directory import ModelDirectory
-
-        self.config = Config.model_validate_json(config_json)
-        self.coordinators = coordinators
-        self.providers = {p.name: ModelDirectory(self.config).get(p.name) for p in self.config.providers}
+        self.providers = {p.name: self.models.get(p.name) for p in self.config.providers}
         serve_config = self.config.serve
         keys_env = serve_config.api_keys_env
         keys = tuple(k.strip() for k in os.environ.get(keys_env, "").split(",") if k.strip()) if keys_env else ()
+        refusal = open_gateway_refusal(self.config, keys)
+        if refusal is not None:
+            raise ConfigError(refusal)
         quota = None
         if keys and (serve_config.requests_per_minute_per_key or serve_config.spend_per_hour_per_key):
             caps = f"{serve_config.requests_per_minute_per_key}-{serve_config.spend_per_hour_per_key}"
@@ -360,10 +338,8 @@ class Gateway:
         return self._answer(completion, request_id, request.model, http)
 
     async def _complete(self, request: ChatRequest) -> Completion:
-        """A provider straight from this replica (the fast path); a route by the Coordinators."""
-        if request.model in self.providers:
-            return await self.providers[request.model].complete(request)
-        return await _unwrapped(self.coordinators.complete.remote(request))
+        """A provider's actor straight from this replica; a route run in this replica against them."""
+        return await self.models.get(request.model).complete(request)
 
     @staticmethod
     def _spend(completion: Completion, http: Request) -> None:
@@ -379,15 +355,13 @@ class Gateway:
                                      "x-orchestray-provider": completion.provider})
 
     def _chunks(self, request: ChatRequest):
-        if request.model in self.providers:
-            return aiter(self.providers[request.model].stream(request))
-        return aiter(self.coordinators.options(stream=True).stream.remote(request))
+        return aiter(self.models.get(request.model).stream(request))
 
     async def _first_chunk(self, chunks) -> Chunk:
         """The stream's first chunk, before any byte is sent: a request refused before the
         answer began (a field the provider cannot honour, an unknown model) gets its 4xx."""
         try:
-            return await _unwrapped(anext(chunks))
+            return await anext(chunks)
         except StopAsyncIteration:
             raise ProviderUnavailableError("the stream ended before its answer") from None
 
@@ -420,11 +394,9 @@ class Gateway:
             if include_usage:
                 yield _sse(chunk_body(request_id, model, created, completion=completion))
             self._spend(completion, http)
-        except (OrchestrayError, RayTaskError, StopAsyncIteration) as err:
+        except (OrchestrayError, StopAsyncIteration) as err:
             # Headers are gone; the error travels as an event, as OpenAI's streams do.
-            cause = getattr(err, "cause", err) if isinstance(err, RayTaskError) else err
-            if not isinstance(cause, OrchestrayError):
-                cause = ProviderUnavailableError("coordinator failed")
+            cause = err if isinstance(err, OrchestrayError) else ProviderUnavailableError("the stream ended early")
             yield _sse(openai_error(_status_of(cause), str(cause), error_code(cause), getattr(cause, "param", None)))
         yield _sse(b"[DONE]")
 
@@ -448,7 +420,14 @@ class Gateway:
         for name in route["providers"] + ([route["judge"]] if route.get("judge") else []):
             if not self.config.has_model(name):
                 raise UnknownModelError(name, self.config.model_names())
-        completion = await _unwrapped(self.coordinators.pattern.remote(route, request))
+        # Validated as a route of the config would be, then run once in this replica.
+        data = self.config.model_dump(mode="json")
+        data["routes"] = {**data["routes"], _ADHOC: route}
+        try:
+            coordinator = build_coordinator(_ADHOC, parse_config(data, "request"), self.models.get)
+        except ConfigError as err:
+            raise RequestError(str(err).replace(f"request: routes.{_ADHOC}.", "")) from None
+        completion = await coordinator.complete(request)
         return self._answer(completion, request_id, f"pattern:{route['pattern']}", http)
 
     @api.post("/v1/patterns/race", summary="Race providers: first success wins, optionally hedged")
@@ -489,8 +468,6 @@ def app_for(config: Config, gateway_actor_options: dict[str, Any] | None = None)
         options["autoscaling_config"] = settings.autoscaling_config
     else:
         options["num_replicas"] = settings.num_replicas
-    coordinators = Coordinators.options(**options).bind(config_json)
-    gateway_options = dict(options)
     if gateway_actor_options:
-        gateway_options["ray_actor_options"] = {**options["ray_actor_options"], **gateway_actor_options}
-    return Gateway.options(**gateway_options).bind(coordinators, config_json)
+        options["ray_actor_options"] = {**options["ray_actor_options"], **gateway_actor_options}
+    return Gateway.options(**options).bind(config_json)

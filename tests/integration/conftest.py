@@ -3,6 +3,7 @@ whole session, and start emulators on loopback."""
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
@@ -10,6 +11,11 @@ import pytest
 from orchestray.config import ProviderConfig
 from orchestray.emulator import EmulatorOptions, run_in_thread
 
+
+# The gateway tests run on the HAProxy ingress, as `serve run serve_app:app` does by default
+# (RAY_SERVE_ENABLE_HA_PROXY=0 runs them on Serve's Python proxy). Set before any node starts: the
+# Serve controller reads it from the environment its node inherited.
+os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
 
 # Worker nodes carry a `worker` resource, so a test can place work on "some worker node".
 WORKER_NODE = {"num_cpus": 1, "resources": {"worker": 1}}

@@ -37,18 +37,32 @@ def limited_emulator():
 
 
 @pytest.fixture(scope="module")
-def gateway(ray_session, limited_emulator):
+def slow_emulator():
+    """Answers after 3 s: long enough for a client to hang up while the provider call is running."""
+    with run_in_thread(EmulatorOptions(latency_ms=3000)) as emu:
+        yield emu
+
+
+@pytest.fixture(scope="module")
+def gateway(ray_session, limited_emulator, slow_emulator):
     """Two apps: the main one (two replicas, bearer keys) and a capped one (tiny per-key caps)."""
     from ray import serve
 
     port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    # One ingress, on the head: the session's three nodes share this machine, and an HAProxy on
+    # each would bind the same ports.
+    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
     fast_sim = {"latency_ms": 2, "latency_sigma": 0.2}
     providers = [
         {"name": "srv-small", "kind": "simulated", "simulated": {**fast_sim, "accuracy": 0.7}, "price": {"input_per_1k": 0.5, "output_per_1k": 1}},
         {"name": "srv-large", "kind": "simulated", "simulated": {**fast_sim, "accuracy": 0.95}, "price": {"input_per_1k": 5, "output_per_1k": 10}},
         {"name": "srv-limited", "kind": "openai", "model": "sim-small", "base_url": limited_emulator.openai_base_url,
          "limits": {"rpm": 1200}, "max_retries": 0},
+        # A whole minute's token budget goes to one call of max_tokens 2900 (prompt plus
+        # max_tokens is reserved), so the next call is admitted at once only if a cancelled call's
+        # unused budget came back; otherwise it waits about a minute.
+        {"name": "srv-slow", "kind": "openai", "model": "sim-small", "base_url": slow_emulator.openai_base_url,
+         "limits": {"tpm": 3000}, "max_retries": 0},
     ]
     routes = {
         "srv-vote": {"pattern": "ensemble", "providers": ["srv-small"], "samples": 3, "temperature": 0.7},
@@ -78,6 +92,30 @@ def gateway(ray_session, limited_emulator):
     serve.delete("main")
     serve.delete("capped")
     serve.shutdown()
+
+
+def test_the_gateway_refuses_to_serve_a_real_provider_without_keys_unless_told(gateway, ray_session, limited_emulator):
+    # The main gateway above serves openai-kind providers because it has keys; here, none are set.
+    from ray import serve
+
+    provider = {"name": "srv-open", "kind": "openai", "model": "sim-small", "base_url": limited_emulator.openai_base_url}
+    settings = {"replica_num_cpus": 0, "api_keys_env": "TEST_UNSET_GATEWAY_KEYS"}
+    refused = parse_config({"providers": [provider], "serve": settings})
+    with pytest.raises(RuntimeError, match="Deploying application open failed"):
+        serve.run(app_for(refused), name="open", route_prefix="/open", blocking=False)
+    why = serve.status().applications["open"].deployments["Gateway"].message  # also in the replica's log
+    assert "refusing to serve without gateway keys: the config has real providers (srv-open (openai))" in why
+    assert "set TEST_UNSET_GATEWAY_KEYS=key1,key2" in why and "serve.allow_unauthenticated: true" in why
+    serve.delete("open")
+    allowed = parse_config({"providers": [provider], "serve": {**settings, "allow_unauthenticated": True}})
+    serve.run(app_for(allowed), name="open", route_prefix="/open", blocking=False)
+    try:
+        answer = requests.post(f"{gateway}/open/v1/chat/completions", timeout=30,
+                               json={"model": "srv-open", "messages": [{"role": "user", "content": "What is 1 + 1?"}]})
+        assert answer.status_code == 200, answer.text  # open on purpose: no key asked for
+    finally:
+        serve.delete("open")
+        ray_session.kill(ray_session.get_actor("srv-open"), no_restart=True)
 
 
 def auth(key=KEY):
@@ -167,6 +205,42 @@ def test_provider_failures_map_to_5xx_naming_the_cause(gateway, limited_emulator
     finally:
         limited_emulator.configure(fault_rate=0.0)
     assert response.status_code == 503 and "srv-limited" in response.json()["error"]["message"]
+
+
+def _hang_up(url: str, body: dict, after_s: float) -> None:
+    """Send a request and drop the connection after `after_s`, before any answer came."""
+    # A read timeout, which requests reports as a ConnectionError once a stream has begun.
+    with pytest.raises((requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError)):
+        with requests.post(url, json=body, headers=auth(), stream=body.get("stream", False), timeout=(5, after_s)) as response:
+            for _ in response.iter_content(None):
+                pass  # a stream's headers come at once; its first piece, only after the answer's latency
+
+
+def _eventually(condition, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+def test_a_client_that_hangs_up_cancels_the_provider_call_and_gets_its_budget_back(gateway, ray_session, slow_emulator):
+    from orchestray.cluster import NAMESPACE
+
+    url = f"{gateway}/v1/chat/completions"
+    big = {"model": "srv-slow", "messages": [{"role": "user", "content": "What is 2 + 3?"}], "max_tokens": 2900}
+    slow_emulator.reset()
+    _hang_up(url, big, after_s=0.5)  # a plain request
+    _eventually(lambda: slow_emulator.stats()["cancelled"] == 1)
+    # Admitted at once only because the first call's unused budget came back (else ~a minute).
+    _hang_up(url, {**big, "stream": True}, after_s=0.5)
+    _eventually(lambda: slow_emulator.stats()["cancelled"] == 2)
+    answered = requests.post(url, json={**big, "max_tokens": 16}, headers=auth(), timeout=30)
+    assert answered.status_code == 200, answered.text
+    emulated = slow_emulator.stats()
+    assert emulated["served"] == 1 and emulated["cancelled"] == 2 and emulated["in_flight"] == 0
+    provider = ray_session.get_actor("srv-slow", namespace=NAMESPACE)
+    stats = ray_session.get(provider.stats.remote())
+    assert stats.cancelled == 2 and stats.succeeded == 1 and stats.in_flight == 0
 
 
 def test_ad_hoc_patterns(gateway):
