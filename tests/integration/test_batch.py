@@ -115,7 +115,7 @@ def test_faults_and_a_429_storm_at_the_emulator_are_absorbed(ray_session, tmp_pa
     name = f"storm-{uuid.uuid4().hex[:6]}"
     # The provider thinks it may send three times what the emulator allows: a 429 storm.
     config = parse_config({"providers": [{"name": name, "kind": "openai", "model": "sim-small", "base_url": emulator.openai_base_url,
-                                          "limits": {"rpm": 3600}, "max_retries": 10, "circuit": {"failure_threshold": 100}}]})
+                                          "limits": {"rpm": 3600}, "max_retries": 10}]})
     source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     n = 200
     write_input(source, n, [name])
