@@ -23,7 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
-from ray.exceptions import RayTaskError
+from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -237,6 +237,17 @@ class KeyQuota:
 _ADHOC = "adhoc:request"
 
 
+# A replica lost mid-request (its node or process died): Serve replaces it; the client may try
+# again shortly, so it gets a 503 with retry-after instead of a 500 or a hang.
+_REPLICA_LOST = RayActorError  # ActorDiedError and ActorUnavailableError among them
+_REPLICA_RETRY_AFTER_S = 1.0
+
+
+def _replica_lost(err: BaseException) -> ProviderUnavailableError:
+    return ProviderUnavailableError(f"the replica serving this request was lost ({type(err).__name__}); try again",
+                                    retry_after=_REPLICA_RETRY_AFTER_S)
+
+
 async def _unwrapped(response):
     """Await a deployment call; an orchestray error raised there comes back as itself."""
     try:
@@ -244,6 +255,8 @@ async def _unwrapped(response):
     except RayTaskError as err:
         cause = getattr(err, "cause", None)
         raise (cause if isinstance(cause, OrchestrayError) else ProviderUnavailableError("coordinator failed")) from None
+    except _REPLICA_LOST as err:
+        raise _replica_lost(err) from None
 
 
 def _sse(data: Any) -> bytes:
@@ -382,10 +395,12 @@ class Gateway:
                     break
                 yield _sse(chunk_body(request_id, model, created, delta=chunk.delta, role=first))
                 first = False
-        except (OrchestrayError, RayTaskError) as err:
+        except (OrchestrayError, RayTaskError, _REPLICA_LOST) as err:
             # Headers are gone; the error travels as an event, as OpenAI's streams do.
             cause = getattr(err, "cause", err) if isinstance(err, RayTaskError) else err
-            if not isinstance(cause, OrchestrayError):
+            if isinstance(err, _REPLICA_LOST):
+                cause = _replica_lost(err)
+            elif not isinstance(cause, OrchestrayError):
                 cause = ProviderUnavailableError("coordinator failed")
             yield _sse(openai_error(_status_of(cause), str(cause), error_code(cause)))
         yield _sse(b"[DONE]")
