@@ -191,24 +191,24 @@ def wait_for_lines(out, count, process, timeout_s=120):
     assert process.poll() is None, "the driver finished too soon: make the job longer"
 
 
-def slow_provider_config(tmp_path, prefix):
+def start_slow_batch(ray_session, tmp_path, prefix, n):
+    """A CLI batch of n lines against a simulated provider, started in the background."""
     name = f"{prefix}-{uuid.uuid4().hex[:6]}"
     data = {"providers": [{"name": name, "kind": "simulated", "simulated": {"latency_ms": 40, "latency_sigma": 0.5},
                            "limits": {"max_concurrency": 16}}]}
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump(data))
-    return name, data, config_file
+    source, out, log = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "driver.log"
+    write_input(source, n, [name])
+    command = batch_command(source, out, config_file, ray_session, "--max-in-flight", "16")
+    with log.open("w") as stderr:
+        driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=os.environ.copy())
+    return parse_config(data), command, out, log, driver
 
 
 def test_a_second_run_on_the_same_output_is_refused_and_the_first_writes_one_line_per_input(ray_session, tmp_path):
-    name, data, config_file = slow_provider_config(tmp_path, "twice")
-    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     n = 600
-    write_input(source, n, [name])
-    command = batch_command(source, out, config_file, ray_session, "--max-in-flight", "16")
-    log = tmp_path / "first.log"
-    with log.open("w") as stderr:
-        first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=os.environ.copy())
+    config, command, out, log, first = start_slow_batch(ray_session, tmp_path, "twice", n)
     try:
         wait_for_lines(out, 100, first)
         started = time.monotonic()
@@ -226,18 +226,12 @@ def test_a_second_run_on_the_same_output_is_refused_and_the_first_writes_one_lin
     assert_one_record_per_line(out, n)
     assert all(r["error"] is None for r in records(out))
     assert not (tmp_path / "out.jsonl.lock").exists()
-    kill_providers(ray_session, parse_config(data))
+    kill_providers(ray_session, config)
 
 
 def test_ctrl_c_mid_batch_leaves_a_whole_output_that_the_same_command_resumes(ray_session, tmp_path):
-    name, data, config_file = slow_provider_config(tmp_path, "sigint")
-    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     n = 600
-    write_input(source, n, [name])
-    command = batch_command(source, out, config_file, ray_session, "--max-in-flight", "16")
-    log = tmp_path / "driver.log"
-    with log.open("w") as stderr:
-        driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=os.environ.copy())
+    config, command, out, log, driver = start_slow_batch(ray_session, tmp_path, "sigint", n)
     try:
         wait_for_lines(out, 100, driver)
         driver.send_signal(signal.SIGINT)
@@ -257,4 +251,4 @@ def test_ctrl_c_mid_batch_leaves_a_whole_output_that_the_same_command_resumes(ra
     assert f"{len(done)} already done" in finished.stdout
     assert_one_record_per_line(out, n)
     assert all(r["error"] is None for r in records(out))
-    kill_providers(ray_session, parse_config(data))
+    kill_providers(ray_session, config)
