@@ -4,7 +4,9 @@ The lock is made with an exclusive create (`O_CREAT | O_EXCL`, atomic on local f
 on NFS v3 and later), so it works for drivers on any node writing to the same shared path, where
 `flock`/`fcntl` locks are not reliable. It names its holder (host, pid, start time) and the
 holder keeps touching it (a heartbeat); a lock whose holder is a dead process on this host, or
-whose heartbeat stopped `stale_after_s` ago, was left by a crashed run and is taken over.
+whose heartbeat stopped `stale_after_s` ago, was left by a crashed run and is taken over. (Same
+host means the same boot and pid namespace, not only the same host name: containers may share
+one.)
 
 Taking over happens under a second exclusive file (`.lock.takeover`), so of several runs racing
 to take over one does at a time: it reads the lock again, removes it only if it is still the
@@ -43,6 +45,9 @@ class _Holder(msgspec.Struct):
     pid: int
     started: float  # seconds since the epoch
     token: str
+    # This boot of this kernel and this pid namespace: where `pid` means the same process as it
+    # does to us (containers sharing a host name do not share pids).
+    pid_space: str = ""
 
 
 _encode = msgspec.json.Encoder().encode
@@ -59,6 +64,15 @@ def _describe(holder: _Holder | None) -> str:
         return "a run that is still starting"
     started = datetime.datetime.fromtimestamp(holder.started, datetime.timezone.utc)
     return f"host {holder.host}, pid {holder.pid}, started {started:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _pid_space() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        return f"{boot} {os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return ""  # not Linux: only the heartbeat tells
 
 
 def _process_alive(pid: int) -> bool:
@@ -95,7 +109,7 @@ class OutputLock:
         self.release()
 
     def acquire(self) -> None:
-        holder = _Holder(socket.gethostname(), os.getpid(), time.time(), uuid.uuid4().hex)
+        holder = _Holder(socket.gethostname(), os.getpid(), time.time(), uuid.uuid4().hex, _pid_space())
         raw = _encode(holder) + b"\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Each round makes the lock, is refused, or clears a stale one (or waits for a takeover).
@@ -164,8 +178,8 @@ class OutputLock:
 
     def _stale(self, raw: bytes, mtime: float) -> bool:
         holder = self._parse(raw)
-        if holder is not None and holder.host == socket.gethostname() and not _process_alive(holder.pid):
-            return True  # this host can know for sure, at once
+        if holder is not None and holder.pid_space and holder.pid_space == _pid_space() and not _process_alive(holder.pid):
+            return True  # a process of our own pid space: we can know for sure, at once
         # A live holder touches it every few seconds (so a reused pid does not keep it either).
         return time.time() - mtime > self.stale_after_s
 

@@ -12,12 +12,14 @@ import pytest
 from orchestray.batch import BatchOptions, run_batch
 from orchestray.errors import OutputInUseError
 from orchestray.messages import Completion
-from orchestray.output_lock import OutputLock, lock_path
+from orchestray.output_lock import OutputLock, _pid_space, lock_path
 
 
-def holder_file(path, host, pid, age_s=0.0):
+def holder_file(path, host, pid, age_s=0.0, pid_space=None):
     lock = lock_path(path)
-    lock.write_text(json.dumps({"host": host, "pid": pid, "started": time.time() - age_s, "token": "theirs"}) + "\n")
+    pid_space = _pid_space() if pid_space is None and host == socket.gethostname() else pid_space or ""
+    lock.write_text(json.dumps({"host": host, "pid": pid, "started": time.time() - age_s, "token": "theirs",
+                                "pid_space": pid_space}) + "\n")
     if age_s:
         os.utime(lock, (time.time() - age_s, time.time() - age_s))
     return lock
@@ -49,6 +51,14 @@ def test_a_lock_left_by_a_dead_process_on_this_host_is_taken_over_at_once(tmp_pa
     holder_file(out, socket.gethostname(), dead_pid())
     with OutputLock(out) as lock:
         assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+
+
+def test_a_dead_pid_of_another_pid_namespace_proves_nothing(tmp_path):
+    """A container sharing this host name but not its pids: only the heartbeat tells."""
+    out = tmp_path / "out.jsonl"
+    holder_file(out, socket.gethostname(), dead_pid(), pid_space="another-boot pid:[1]")
+    with pytest.raises(OutputInUseError):
+        OutputLock(out).acquire()
 
 
 def test_a_lock_of_another_host_is_taken_over_only_once_its_heartbeat_is_stale(tmp_path):
