@@ -228,13 +228,18 @@ def test_a_request_caught_in_a_replicas_loss_gets_a_503_with_retry_after(gateway
         body = {"model": "srv-slow-route", "messages": [{"role": "user", "content": "What is 1 + 1?"}]}
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             asked = pool.submit(requests.post, f"{base}/v1/chat/completions", json=body, timeout=60)
-            time.sleep(2.0)  # the request is in the Coordinators replica, waiting on the slow provider
+            provider = ray_session.get_actor("srv-slow", namespace="orchestray")
+            deadline = time.monotonic() + 30
+            while ray_session.get(provider.stats.remote()).in_flight < 1:  # the replica is waiting on it
+                assert time.monotonic() < deadline and not asked.done(), "the request never reached the provider"
+                time.sleep(0.1)
             (replica,) = [a for a in ray_session.util.list_named_actors(all_namespaces=True)
                           if "lossy" in a["name"] and "Coordinators" in a["name"]]
             started = time.monotonic()
             ray_session.kill(ray_session.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=True)
             response = asked.result(timeout=30)
             heard_in = time.monotonic() - started
+        print(f"{response.status_code} heard {heard_in:.2f}s after the replica was killed")
         assert response.status_code == 503, response.text
         assert int(response.headers["retry-after"]) >= 1
         assert response.json()["error"]["code"] == "provider_unavailable"
