@@ -153,7 +153,7 @@ def test_routes_as_the_model(ray_session, tmp_path):
 def test_a_3000_line_batch_through_5xx_and_hangs_answers_every_line_five_runs_in_a_row(ray_session, tmp_path, emulator):
     """The issue's batch: one call in ten a 5xx, one in a hundred hung. Hung calls made together
     time out together; that must neither open the circuit nor cost a line, run after run."""
-    emulator.configure(fault_rate=0.1, hang_rate=0.01, hang_s=2.0, seed=15)
+    emulator.configure(fault_rate=0.1, hang_rate=0.01, hang_s=2.0)
     name = f"faulty-{uuid.uuid4().hex[:6]}"
     config = parse_config({"providers": [{"name": name, "kind": "openai", "model": "sim-small",
                                           "base_url": emulator.openai_base_url, "timeout_s": 1.0, "max_retries": 6}]})
@@ -163,6 +163,7 @@ def test_a_3000_line_batch_through_5xx_and_hangs_answers_every_line_five_runs_in
     answered = []
     try:
         for run in range(5):
+            emulator.configure(seed=15 + run)  # a different draw of faults and hangs each run
             out = tmp_path / f"out{run}.jsonl"
             result = run_batch_job(str(source), str(out), config, BatchOptions(progress=False))
             assert_one_record_per_line(out, n)
