@@ -95,7 +95,7 @@ def test_a_holder_whose_lock_was_taken_over_learns_it_and_stops_writing(tmp_path
     assert lock_path(out).exists()  # the new holder's lock is left alone
 
 
-def _contend(out: str, stale_pid: int, barrier, results) -> None:
+def _contend(out: str, barrier, results) -> None:
     barrier.wait()
     try:
         lock = OutputLock(out)
@@ -113,7 +113,7 @@ def test_of_runs_racing_to_take_over_a_stale_lock_exactly_one_wins(tmp_path):
     for _ in range(4):
         holder_file(out, socket.gethostname(), dead_pid())
         barrier, results = ctx.Barrier(6), ctx.Queue()
-        runs = [ctx.Process(target=_contend, args=(str(out), 0, barrier, results)) for _ in range(6)]
+        runs = [ctx.Process(target=_contend, args=(str(out), barrier, results)) for _ in range(6)]
         for run in runs:
             run.start()
         for run in runs:
