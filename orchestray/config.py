@@ -72,7 +72,12 @@ class SimulatedConfig(_Strict):
 
 
 class CircuitConfig(_Strict):
-    failure_threshold: int = Field(default=5, gt=0)
+    """Open when `failure_rate` of the calls ended in the last `window_s` failed, once at least
+    `min_calls` ended there; stay open `cooldown_s`, then probe."""
+
+    failure_rate: float = Field(default=0.5, gt=0, le=1)
+    min_calls: int = Field(default=20, gt=0)
+    window_s: float = Field(default=30.0, gt=0)
     cooldown_s: float = Field(default=10.0, ge=0)
 
 

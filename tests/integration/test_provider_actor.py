@@ -79,7 +79,7 @@ async def test_a_limit_is_learned_and_keys_are_balanced(ray_session, kill_actors
 
 async def test_injected_faults_are_retried_until_answered(provider_config, emulator, kill_actors):
     emulator.configure(fault_rate=0.3, seed=5)
-    handle = provider_handle(provider_config(max_retries=8, circuit={"failure_threshold": 50}))
+    handle = provider_handle(provider_config(max_retries=8))
     kill_actors(handle)
     results = await asyncio.gather(*(handle.complete(ask(f"What is {i} * 2?")) for i in range(30)))
     assert len(results) == 30
@@ -89,7 +89,7 @@ async def test_injected_faults_are_retried_until_answered(provider_config, emula
 
 async def test_a_hang_times_out_and_repeated_failures_open_the_circuit(provider_config, emulator, kill_actors):
     emulator.configure(hang_rate=1.0)
-    handle = provider_handle(provider_config(timeout_s=0.3, max_retries=0, circuit={"failure_threshold": 2, "cooldown_s": 30}))
+    handle = provider_handle(provider_config(timeout_s=0.3, max_retries=0, circuit={"min_calls": 2, "cooldown_s": 30}))
     kill_actors(handle)
     for _ in range(2):
         with pytest.raises(ProviderTimeoutError):

@@ -282,3 +282,52 @@ def fuzz_base(gateway):
 def test_schema_fuzz_finds_no_5xx(case, fuzz_base):
     response = case.call(base_url=fuzz_base, headers=auth(), timeout=60)
     assert response.status_code < 500, f"{case.method} {case.path}: {response.status_code} {response.text[:300]}"
+
+
+def test_a_request_caught_in_a_replicas_loss_gets_a_503_with_retry_after(gateway, ray_session):
+    """The replica running a route dies mid-request: the client hears 503 and retry-after at
+    once, not a 500 and not a hang, and can try again."""
+    from ray import serve
+
+    slow = {"name": "srv-slow", "kind": "simulated", "simulated": {"latency_ms": 20000, "latency_sigma": 0}}
+    config = parse_config({"providers": [slow], "routes": {"srv-slow-route": {"pattern": "fallback", "providers": ["srv-slow"]}},
+                           "serve": {"num_replicas": 1, "replica_num_cpus": 0}})
+    serve.run(app_for(config), name="lossy", route_prefix="/lossy", blocking=False)
+    base = f"{gateway}/lossy"
+    try:
+        deadline = time.monotonic() + 120
+        while not _ready(f"{base}/healthz"):
+            assert time.monotonic() < deadline, "the lossy application did not become ready"
+            time.sleep(0.5)
+        body = {"model": "srv-slow-route", "messages": [{"role": "user", "content": "What is 1 + 1?"}]}
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            asked = pool.submit(requests.post, f"{base}/v1/chat/completions", json=body, timeout=60)
+            provider = ray_session.get_actor("srv-slow", namespace="orchestray")
+            deadline = time.monotonic() + 30
+            while ray_session.get(provider.stats.remote()).in_flight < 1:  # the replica is waiting on it
+                assert time.monotonic() < deadline and not asked.done(), "the request never reached the provider"
+                time.sleep(0.1)
+            (replica,) = [a for a in ray_session.util.list_named_actors(all_namespaces=True)
+                          if "lossy" in a["name"] and "Gateway" in a["name"]]
+            started = time.monotonic()
+            ray_session.kill(ray_session.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=True)
+            response = asked.result(timeout=30)
+            heard_in = time.monotonic() - started
+        print(f"{response.status_code} heard {heard_in:.2f}s after the replica was killed")
+        assert response.status_code == 503, response.text
+        assert int(response.headers["retry-after"]) >= 1
+        assert response.json()["error"]["code"] == "provider_unavailable"
+        assert heard_in < 15  # not waiting out the provider's 20 s
+    finally:
+        serve.delete("lossy")
+        try:
+            ray_session.kill(ray_session.get_actor("srv-slow", namespace="orchestray"))
+        except ValueError:
+            pass
+
+
+def _ready(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).ok
+    except requests.ConnectionError:
+        return False

@@ -1,6 +1,7 @@
 """The provider's logic with a scripted backend and a fake clock: no Ray, no network, no sleeping."""
 
 import asyncio
+import heapq
 
 import pytest
 
@@ -147,17 +148,142 @@ async def test_a_hang_becomes_a_timeout_and_is_retried(clock):
     assert provider.snapshot().timeouts == 1
 
 
-async def test_circuit_opens_after_repeated_failures_and_says_so_at_once(clock):
-    failures = [ProviderUnavailableError("503", provider="p") for _ in range(3)]
-    provider, backend = make(clock, script=failures, max_retries=2, circuit={"failure_threshold": 3, "cooldown_s": 30})
-    with pytest.raises(ProviderUnavailableError):
-        await provider.complete(request())
-    with pytest.raises(CircuitOpenError, match="cooling down") as caught:
-        await provider.complete(request())
-    assert caught.value.retry_after == pytest.approx(30.0, abs=1.0)
-    assert len(backend.calls) == 3  # the open circuit made no call
-    clock.now += 31
-    assert (await provider.complete(request())).content == "Answer: 4"  # the probe closes it
+class VirtualClock:
+    """Time that stands still while any task can run, then jumps to the next sleeper's wake-up:
+    hundreds of concurrent calls sleeping at once, as on a real clock, without the real wait."""
+
+    def __init__(self, start: float = 1000.0):
+        self.now = start
+        self._sleepers: list[tuple[float, int, asyncio.Future]] = []
+        self._seq = 0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self._seq += 1
+        heapq.heappush(self._sleepers, (self.now + max(0.0, seconds), self._seq, future))
+        await future
+
+    async def run(self, awaitable):
+        task = asyncio.ensure_future(awaitable)
+        while not task.done():
+            for _ in range(50):  # let everything that can run, run
+                await asyncio.sleep(0)
+            while self._sleepers and self._sleepers[0][2].done():
+                heapq.heappop(self._sleepers)  # cancelled
+            if task.done() or not self._sleepers:
+                continue
+            wake = self._sleepers[0][0]
+            self.now = max(self.now, wake)
+            while self._sleepers and self._sleepers[0][0] <= wake:
+                future = heapq.heappop(self._sleepers)[2]
+                if not future.done():
+                    future.set_result(None)
+        return task.result()
+
+
+class FlakyBackend:
+    """Fails calls by a rule of the call's number, after a latency, all on a virtual clock."""
+
+    def __init__(self, clock: VirtualClock, fails):
+        self.clock = clock
+        self.fails = fails  # number -> exception to raise after the latency, or None
+        self.calls = 0
+
+    async def complete(self, request):
+        self.calls += 1
+        outcome = self.fails(self.calls)
+        if isinstance(outcome, ProviderTimeoutError):
+            await self.clock.sleep(5.0)  # a hang, given up at the timeout
+            raise outcome
+        await self.clock.sleep(0.2)
+        if outcome is not None:
+            raise outcome
+        return Reply("Answer: 4", input_tokens=10, output_tokens=5, model="m")
+
+    async def close(self):
+        pass
+
+
+def flaky(clock, fails, **fields):
+    config = ProviderConfig(name="p", kind="simulated", timeout_s=5.0, **fields)
+    backend = FlakyBackend(clock, fails)
+    return Provider(config, backend, clock=clock, sleep=clock.sleep), backend
+
+
+async def test_clustered_timeouts_of_concurrent_calls_do_not_open_the_circuit():
+    """The issue's batch: a provider that hangs on some calls and fails others with a 5xx. Calls
+    made together hang together and time out in one instant, yet the provider answers most."""
+    clock = VirtualClock()
+
+    def fails(number):
+        if number % 10 == 0:
+            return ProviderTimeoutError("no answer within 5s", provider="p")
+        if number % 10 == 5:
+            return ProviderUnavailableError("503", provider="p", status=503)
+        return None
+
+    provider, backend = flaky(clock, fails, max_retries=6)
+    states = []
+
+    async def call(i):
+        completion = await provider.complete(request(request_id=str(i)))
+        states.append(provider.circuit.state)
+        return completion
+
+    answers = await clock.run(asyncio.gather(*(call(i) for i in range(500))))
+    assert len(answers) == 500 and set(states) == {"closed"}
+    assert provider.snapshot().timeouts >= 50  # they did cluster: 500 calls at once, one in ten hung
+    failures, calls = provider.circuit.counts(clock.now)
+    assert calls >= provider.config.circuit.min_calls and failures / calls < 0.5
+
+
+async def test_a_provider_really_down_opens_the_circuit_and_callers_wait_for_the_probe():
+    clock = VirtualClock()
+    down = {"until": 0}
+
+    def fails(number):
+        return ProviderUnavailableError("503", provider="p", status=503) if number <= down["until"] else None
+
+    provider, backend = flaky(clock, fails, max_retries=0, circuit={"min_calls": 20, "cooldown_s": 30})
+    down["until"] = 10**9
+    outcomes = await clock.run(asyncio.gather(*(provider.complete(request()) for _ in range(40)), return_exceptions=True))
+    assert all(isinstance(o, ProviderUnavailableError) for o in outcomes)
+    assert provider.circuit.state == "open"
+    calls_when_opened = backend.calls
+    # A caller with an alternative (max_retries=0: a fallback's member) hears at once.
+    started = clock.now
+    with pytest.raises(CircuitOpenError, match="cooling down: 20 of the last 20 calls failed") as caught:
+        await provider.complete(request(max_retries=0))
+    assert clock.now == started and backend.calls == calls_when_opened
+    assert caught.value.retry_after == pytest.approx(30.0)
+    # Callers with no alternative wait for the half-open probe instead of failing; the provider
+    # comes back meanwhile, so the probe (one call) closes the circuit and they all go.
+    down["until"] = backend.calls
+    waiting = await clock.run(asyncio.gather(*(provider.complete(request(max_retries=10)) for _ in range(10))))
+    assert len(waiting) == 10 and provider.circuit.state == "closed"
+    assert clock.now - started >= 30.0 and backend.calls == calls_when_opened + 10
+
+
+async def test_a_waiting_caller_gives_up_at_its_own_deadline():
+    clock = VirtualClock()
+    provider, backend = flaky(clock, lambda n: ProviderUnavailableError("503", provider="p"), max_retries=0,
+                              circuit={"min_calls": 5, "cooldown_s": 60})
+    await clock.run(asyncio.gather(*(provider.complete(request()) for _ in range(5)), return_exceptions=True))
+    assert provider.circuit.state == "open"
+    started = clock.now
+    with pytest.raises(CircuitOpenError):
+        # Two attempts of 5 s each can never outlast a 60 s cool-down: said at once.
+        await clock.run(provider.complete(request(max_retries=1)))
+    assert clock.now == started
+    with pytest.raises(CircuitOpenError):
+        # Twenty attempts may take 105 s: it waits for the probe, which fails (still down), and
+        # the next probe would come after its deadline.
+        await clock.run(provider.complete(request(max_retries=20)))
+    assert 60 <= clock.now - started <= 105
+    assert backend.calls == 6  # five, then the one probe
 
 
 async def test_cancelling_frees_the_slot_and_gives_back_the_answer_budget(clock):
