@@ -361,7 +361,10 @@ async def run_batch(
     known: Callable[[str], bool],
     options: BatchOptions | None = None,
     on_done: Callable[[BatchResult], Awaitable[None]] | None = None,
+    on_record: Callable[[OutputRecord], None] | None = None,
 ) -> BatchResult:
+    """Answer every line of `input_path` into `output_path`; `on_record` sees each record as
+    it is written (the Python API's batch iterator)."""
     options = options or BatchOptions()
     source, target = Path(input_path), Path(output_path)
     if not source.is_file():
@@ -384,6 +387,8 @@ async def run_batch(
         def write(record: OutputRecord) -> None:
             out.write(_encode(record) + b"\n")
             out.flush()
+            if on_record is not None:
+                on_record(record)
 
         async def call(line: _Line) -> None:
             try:
