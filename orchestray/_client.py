@@ -16,7 +16,7 @@ import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence, get_args
+from typing import Any, AsyncIterator, Iterable, Iterator, Mapping, Sequence, get_args
 
 import msgspec
 import yaml
