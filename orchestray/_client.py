@@ -28,7 +28,7 @@ from orchestray.messages import ChatRequest, Chunk, Completion, Message
 from orchestray.openai_format import message_dict, parse_chat_body, request_params
 from orchestray.registry import Registry
 
-from orchestray._runtime import Runtime, runtime_for
+from orchestray._runtime import RayRuntime, Runtime, runtime_for
 
 __all__ = ["AsyncClient", "Client"]
 
@@ -38,6 +38,24 @@ Prompt = str | Sequence[Message | Mapping[str, Any]] | ChatRequest
 _ROUTE_MODELS = {get_args(cls.model_fields["pattern"].annotation)[0]: cls for cls in get_args(get_args(Route)[0])}
 _NOT_OPTIONS = {"pattern", "description"}
 _encode = msgspec.json.Encoder().encode
+
+
+# Clients unpickled in one process for the same config and cluster: one each, shared. Every Ray
+# task a worker process runs then reuses one client (one event loop thread, one set of
+# channels to the provider actors) instead of leaving one behind per task.
+_UNPICKLED: dict[tuple, Any] = {}
+_UNPICKLED_LOCK = threading.Lock()
+
+
+def _unpickle(cls, config: Config, runtime: Runtime):
+    if not isinstance(runtime, RayRuntime):
+        return cls(config, runtime)
+    key = (cls, config.model_dump_json(), runtime.address)
+    with _UNPICKLED_LOCK:
+        client = _UNPICKLED.get(key)
+        if client is None:
+            client = _UNPICKLED[key] = cls(config, runtime)
+        return client
 
 
 def _config(config: str | os.PathLike | Mapping[str, Any] | Config | None) -> Config:
@@ -78,7 +96,8 @@ class AsyncClient:
     `runtime="ray"` joins `address` (or RAY_ADDRESS), else starts a local Ray instance, and
     calls the cluster's shared provider actors; `runtime="local"` runs everything in this
     process without Ray. Picklable: an unpickled client (in a Ray task or actor, say) connects
-    afresh to the same providers.
+    afresh to the same providers (one client per process and config on Ray, however many
+    copies arrive).
     """
 
     def __init__(
@@ -93,7 +112,7 @@ class AsyncClient:
         self._starting: asyncio.Future | None = None
 
     def __reduce__(self):
-        return (AsyncClient, (self.config, self.runtime))
+        return (_unpickle, (AsyncClient, self.config, self.runtime))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(runtime={self.runtime.name!r}, models={self.config.model_names()!r})"
@@ -260,7 +279,7 @@ class Client:
         self._guard = threading.Lock()
 
     def __reduce__(self):
-        return (Client, (self._async.config, self._async.runtime))
+        return (_unpickle, (Client, self._async.config, self._async.runtime))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(runtime={self._async.runtime.name!r}, models={self.config.model_names()!r})"

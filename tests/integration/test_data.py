@@ -43,7 +43,7 @@ def test_columns_are_added_and_a_failing_row_keeps_its_place(ray_session, fresh_
     assert set(result[0]) == {"id", "prompt", "content", "provider", "cost", "error"}
     assert result[7]["error"].startswith("internal_error: ValueError: the prompt is null") and result[7]["content"] is None
     good = [r for r in result if r["id"] != 7]
-    assert all(r["error"] is None and r["content"].endswith(f"Answer: {r['id'] + 1}") for r in good)
+    assert all(r["error"] is None and f"Answer: {r['id'] + 1}" in r["content"] for r in good)
     assert all(r["provider"] in (small, large) and r["cost"] >= 0 for r in good)
 
     messages = ray_session.data.from_items(
