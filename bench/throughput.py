@@ -5,6 +5,9 @@ client's own cost per request. The clients send the same N requests, C at a time
 
   actor        one provider actor (`ProviderHandle.complete` from this driver, through Ray; with
                64 in flight, calls share Ray calls through `actors/multiplex.py`)
+  client       `orchestray.AsyncClient(runtime="ray").complete(name, text, max_tokens=32)`: the
+               public API over the same kind of provider actor (the request built from the
+               text and fields as the HTTP door builds it); the target is within 5% of `actor`
   sdk-httpx    `openai.AsyncOpenAI` as it comes (default httpx transport), no Ray
   sdk-aiohttp  `openai.AsyncOpenAI(http_client=openai.DefaultAioHttpClient())`, no Ray
   raw-aiohttp  an aiohttp session posting the JSON body, no SDK
@@ -46,6 +49,7 @@ import aiohttp
 import openai
 import ray
 
+import orchestray
 from orchestray.actors.provider import NAMESPACE, provider_handle
 from orchestray.backends.openai_wire import OpenAIBackend
 from orchestray.config import ProviderConfig
@@ -142,6 +146,23 @@ async def bench_actor(base_url: str, n: int, concurrency: int, warmup: int, emul
         ray.kill(handle.actor, no_restart=True)
 
 
+async def bench_client(base_url: str, n: int, concurrency: int, warmup: int, emulator_pid: int):
+    name = f"bench-client-{uuid.uuid4().hex[:8]}"
+    config = {"providers": [{"name": name, "kind": "openai", "model": MODEL, "base_url": base_url}]}
+    client = orchestray.AsyncClient(config, runtime="ray")
+    try:
+        await client.complete(name, question(0), max_tokens=MAX_TOKENS)  # finds the provider actor
+        actor = ray.get_actor(name, namespace=NAMESPACE)
+
+        async def send(i: int) -> None:
+            await client.complete(name, question(i), max_tokens=MAX_TOKENS)
+
+        return await drive(send, n, concurrency, warmup, {"actor": actor_pid(actor), "emulator": emulator_pid})
+    finally:
+        await client.close()
+        ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+
+
 async def bench_sdk(base_url: str, n: int, concurrency: int, warmup: int, emulator_pid: int, *, aiohttp_transport: bool):
     kwargs = {"http_client": openai.DefaultAioHttpClient()} if aiohttp_transport else {}
     client = openai.AsyncOpenAI(base_url=base_url, api_key="bench", **kwargs)
@@ -226,6 +247,7 @@ async def bench_ray_noop(base_url: str, n: int, concurrency: int, warmup: int, e
 
 CLIENTS: dict[str, Callable[..., Awaitable[tuple[int, float, dict]]]] = {
     "actor": bench_actor,
+    "client": bench_client,
     "sdk-httpx": lambda *a: bench_sdk(*a, aiohttp_transport=False),
     "sdk-aiohttp": lambda *a: bench_sdk(*a, aiohttp_transport=True),
     "raw-aiohttp": bench_raw,
@@ -323,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     if {"actor", "sdk-aiohttp"} <= by_name.keys():
         ratio = by_name["actor"].rps / by_name["sdk-aiohttp"].rps
         targets["actor_vs_sdk_aiohttp"] = {"ratio": round(ratio, 2), "target": ">= 0.75", "passed": ratio >= 0.75}
+    if {"client", "actor"} <= by_name.keys():
+        ratio = by_name["client"].rps / by_name["actor"].rps
+        targets["client_vs_actor"] = {"ratio": round(ratio, 2), "target": ">= 0.95", "passed": ratio >= 0.95}
     if {"backend", "sdk-httpx"} <= by_name.keys():
         # Not a target: how far the SDK path alone gets, with no Ray and no limiter at all.
         targets["backend_vs_sdk_httpx"] = {
@@ -335,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         targets["backend_vs_before"] = {"ratio": round(ratio, 3), "target": ">= 0.95", "passed": ratio >= 0.95,
                                         "before": args.before}
     pairs = {"actor_vs_sdk_httpx": ("actor", "sdk-httpx"), "actor_vs_sdk_aiohttp": ("actor", "sdk-aiohttp"),
-             "backend_vs_sdk_httpx": ("backend", "sdk-httpx"), "backend_vs_before": ("backend", "backend-before")}
+             "backend_vs_sdk_httpx": ("backend", "sdk-httpx"), "backend_vs_before": ("backend", "backend-before"),
+             "client_vs_actor": ("client", "actor")}
     for key, (ours, base) in pairs.items():
         if key in targets:
             per_round = []

@@ -366,8 +366,11 @@ async def run_batch(
     options: BatchOptions | None = None,
     on_done: Callable[[BatchResult], Awaitable[None]] | None = None,
     lock: OutputLock | None = None,
+    on_record: Callable[[OutputRecord], None] | None = None,
 ) -> BatchResult:
-    """Run every line of the input; `lock`, when given, is the output's lock already held."""
+    """Answer every line of `input_path` into `output_path`; `lock`, when given, is the output's
+    lock already held; `on_record` sees each record as it is written (the Python API's batch
+    iterator)."""
     options = options or BatchOptions()
     source, target = Path(input_path), Path(output_path)
     if not source.is_file():
@@ -412,6 +415,8 @@ async def _run_lines(
             lock.check()  # a run whose lock was taken over must not write beside the new holder
             out.write(_encode(record) + b"\n")
             out.flush()
+            if on_record is not None:
+                on_record(record)
 
         async def call(line: _Line) -> None:
             try:

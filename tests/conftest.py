@@ -1,27 +1,15 @@
-"""Shared test helpers: a fake clock whose sleep moves time instead of waiting, and OpenAI's schemas."""
+"""Shared test helpers: the fake clock of orchestray.testing, whose sleep moves time instead of
+waiting, and OpenAI's schemas."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-
-class FakeClock:
-    def __init__(self, start: float = 1000.0):
-        self.now = start
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0)
+from orchestray.testing import FakeClock
 
 
 @pytest.fixture

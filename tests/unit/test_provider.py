@@ -66,7 +66,7 @@ class ScriptedBackend:
 
 def make(clock, script=None, latency=0.0, **fields):
     config = ProviderConfig(name="p", kind="simulated", price={"input_per_1k": 1.0, "output_per_1k": 2.0}, **fields)
-    backend = ScriptedBackend(clock, script, latency)
+    backend = ScriptedBackend(script=script or (), latency=latency, clock=clock)
     return Provider(config, backend, clock=clock, sleep=clock.sleep), backend
 
 
@@ -93,7 +93,7 @@ async def test_waiters_are_served_in_the_order_they_came(clock):
 
     await asyncio.gather(*(call(i) for i in range(6)))
     assert order == list(range(6))
-    assert backend.calls == pytest.approx([1000.0, 1001.0, 1002.0, 1003.0, 1004.0, 1005.0])
+    assert backend.call_times == pytest.approx([1000.0, 1001.0, 1002.0, 1003.0, 1004.0, 1005.0])
 
 
 async def test_concurrency_cap_holds(clock):
@@ -107,14 +107,14 @@ async def test_an_oversized_request_fails_at_once(clock):
     provider, backend = make(clock, limits={"tpm": 100})
     with pytest.raises(RequestTooLargeError):
         await provider.complete(request(max_tokens=500))
-    assert backend.calls == []
+    assert backend.call_times == []
 
 
 async def test_a_429_is_retried_after_retry_after_and_slows_the_limiter(clock):
     provider, backend = make(clock, script=[RateLimitedError(retry_after=3.0, provider="p")], limits={"rpm": 6000})
     completion = await provider.complete(request())
     assert completion.trace.retries == 1
-    assert backend.calls[1] - backend.calls[0] >= 3.0
+    assert backend.call_times[1] - backend.call_times[0] >= 3.0
     stats = provider.snapshot()
     assert stats.rate_limited == 1 and stats.retries == 1 and stats.succeeded == 1
 
