@@ -101,16 +101,35 @@ def kill_actors(ray_session):
         ray_session.kill(handle.actor, no_restart=True)
 
 
-@pytest.fixture(scope="module")
-def serve_base_url(ray_session):
-    """Ray Serve's HTTP proxy on a free loopback port for one module; yields its base URL."""
+def _free_port() -> int:
     import socket
-
-    from ray import serve
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    yield f"http://127.0.0.1:{port}"
+        return s.getsockname()[1]
+
+
+def _start_serve() -> str:
+    """Serve's ingress on a free loopback port; returns its base URL. One ingress, on the head:
+    the session's three nodes share this machine, and an HAProxy on each would bind the same
+    ports (its stats and metrics ports are fixed)."""
+    from ray import serve
+
+    port = _free_port()
+    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def start_serve(ray_session):
+    """Starts Serve's one ingress (see `_start_serve`) and returns its base URL."""
+    return _start_serve
+
+
+@pytest.fixture(scope="module")
+def serve_base_url(start_serve):
+    """Ray Serve's ingress on a free loopback port for one module; yields its base URL."""
+    from ray import serve
+
+    yield start_serve()
     serve.shutdown()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 
 import anthropic
@@ -24,20 +23,13 @@ WEATHER = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def gateway(ray_session):
+def gateway(ray_session, start_serve):
     """One app: a simulated provider, an anthropic-kind provider on the emulator, and two routes."""
     from ray import serve
 
     with run_in_thread(EmulatorOptions()) as emu:
-        port = _free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        base = start_serve()
         providers = [
             {"name": "msg-sim", "kind": "simulated", "simulated": {"latency_ms": 2, "latency_sigma": 0.2, "accuracy": 1.0}},
             {"name": "msg-claude", "kind": "anthropic", "model": "sim-large", "base_url": emu.anthropic_base_url},
@@ -50,7 +42,6 @@ def gateway(ray_session):
                                "serve": {"replica_num_cpus": 0, "api_keys_env": "TEST_MESSAGES_KEYS"}})
         serve.run(app_for(config, {"runtime_env": {"env_vars": {"TEST_MESSAGES_KEYS": KEY}}}),
                   name="messages", route_prefix="/", blocking=False)
-        base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
