@@ -82,7 +82,8 @@ _STOP_REASON = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    # Compact, as models write their streamed arguments, so a call reads the same either way.
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 # ChatRequest -> a Messages API body (what the backend sends) ─────────────────────────────────
@@ -117,12 +118,14 @@ def _part_block(part: Part, where: str) -> dict[str, Any]:
             if file_data.startswith("data:"):
                 header, _, payload = file_data.partition(",")
                 media = header[len("data:"):].split(";", 1)[0] or media
-            block: dict[str, Any] = {"type": "document", "source": {"type": "base64", "media_type": media, "data": payload}}
+            source = {"type": "base64", "media_type": media, "data": payload}
+            block: dict[str, Any] = {"type": "document", "source": source}
             if part.filename:
                 block["title"] = part.filename
             return block
         case FilePart():
-            raise RequestError(f"{where}: a file by file_id is not supported by the Anthropic Messages API", param=where)
+            raise RequestError(f"{where}: a file by file_id is not supported by the Anthropic Messages API",
+                               param=where)
         case AudioPart():
             raise RequestError(f"{where}: audio input is not supported by the Anthropic Messages API", param=where)
     raise TypeError(f"not a content part: {part!r}")
@@ -142,7 +145,8 @@ def _turns(messages: Iterable[Message]) -> tuple[list[str], list[dict[str, Any]]
     turns: list[dict[str, Any]] = []
     for i, m in enumerate(messages):
         if m.name is not None:
-            raise RequestError(f"messages[{i}].name: not supported by the Anthropic Messages API", param=f"messages[{i}].name")
+            where = f"messages[{i}].name"
+            raise RequestError(f"{where}: not supported by the Anthropic Messages API", param=where)
         if m.role in ("system", "developer"):
             system.append(m.text())
             continue
@@ -157,7 +161,8 @@ def _turns(messages: Iterable[Message]) -> tuple[list[str], list[dict[str, Any]]
         elif m.role == "assistant":
             blocks = [{"type": "text", "text": text} for text in (m.text(), m.refusal or "") if text]
             blocks += [
-                {"type": "tool_use", "id": c.id, "name": c.name, "input": _tool_input(c, f"messages[{i}].tool_calls[{j}]")}
+                {"type": "tool_use", "id": c.id, "name": c.name,
+                 "input": _tool_input(c, f"messages[{i}].tool_calls[{j}]")}
                 for j, c in enumerate(m.tool_calls)
             ]
         else:
@@ -500,10 +505,11 @@ class MessagesBody(BaseModel):
             config = dict(self.output_config)
             fmt = config.pop("format", None)
             if fmt is not None:
-                if not isinstance(fmt, dict) or fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict):
+                schema = fmt.get("schema") if isinstance(fmt, dict) else None
+                if not isinstance(schema, dict) or fmt.get("type") != "json_schema":
                     raise RequestError("output_config.format: must be {type: json_schema, schema: {...}}",
                                        param="output_config.format")
-                response_format = ResponseFormat("json_schema", "json_answer", fmt["schema"])
+                response_format = ResponseFormat("json_schema", "json_answer", schema)
             if config:
                 extra["output_config"] = config
         choice = self.tool_choice

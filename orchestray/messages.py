@@ -312,7 +312,9 @@ class Span(msgspec.Struct, kw_only=True, omit_defaults=True):
     retries: int = 0
     error: str | None = None
     decision: str | None = None
-    dropped: list[str] = []  # request fields the provider refused and the call was retried without
+    # Request fields the call went without: refused by the model and retried without them, or
+    # with no counterpart at the provider (Anthropic has no `seed`).
+    dropped: list[str] = []
     data: dict[str, Any] | None = None  # pattern details: vote counts, stage costs, the search tree
     children: list[Span] = []
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
+import pydantic
 import pytest
 
 from orchestray.actors.provider import provider_handle
 from orchestray.backends.anthropic_wire import AnthropicBackend
 from orchestray.errors import BadRequestError, RequestError
 from orchestray.backends import Reply
-from orchestray.messages import ChatRequest, Chunk, ImagePart, Message, TextPart, Tool, ToolCall
+from orchestray.messages import ChatRequest, Chunk, ImagePart, Message, ResponseFormat, TextPart, Tool
 
 pytestmark = pytest.mark.integration
 
@@ -76,25 +78,57 @@ async def test_a_model_refusing_sampling_is_asked_again_without_it_and_remembere
     assert len([r for r in caplog.records if NEWEST in r.getMessage()]) == 1
 
 
-async def test_tools_images_and_tool_results_cross_the_wire(backend, emulator):
-    anthropic_backend = backend()
-    weather = Tool("get_weather", "The weather in a city", {"type": "object", "properties": {"city": {"type": "string"}}})
-    history = ChatRequest(
-        messages=(
-            Message("user", (TextPart("What is in this picture, and what is 2 + 2?"),
-                             ImagePart(f"data:image/png;base64,{PNG}"), ImagePart("https://example.com/cat.png"))),
-            Message("assistant", None, tool_calls=(ToolCall("toolu_1", "get_weather", '{"city": "Paris"}'),
-                                                   ToolCall("toolu_2", "get_weather", '{"city": "Rome"}'))),
-            Message("tool", "18C", tool_call_id="toolu_1"),
-            Message("tool", "24C", tool_call_id="toolu_2"),
-        ),
-        tools=(weather,), tool_choice="auto", stop=("STOP",), max_tokens=64,
-    )
-    reply = await anthropic_backend.complete(history)
-    assert reply.finish_reason in ("stop", "tool_calls") and reply.input_tokens > 0
-    pieces, streamed = await _stream(anthropic_backend, history)
-    assert all(isinstance(p, (str, Chunk)) for p in pieces) and streamed.input_tokens == reply.input_tokens
-    assert emulator.stats()["served"] == 2
+CALCULATOR = Tool("calculator", "Evaluate arithmetic", {
+    "type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]})
+
+
+async def test_a_tool_round_trip_complete_and_streamed(backend, emulator):
+    emulator.configure(accuracy=1.0)
+    claude = backend(model="claude-sim")
+    question = ChatRequest(messages=(Message("user", "What is 37 + 48?"),), tools=(CALCULATOR,), max_tokens=200)
+    first = await claude.complete(question)
+    (call,) = first.tool_calls
+    assert first.finish_reason == "tool_calls" and call.name == "calculator"
+    assert json.loads(call.arguments) == {"expression": "37 + 48"}
+    pieces, streamed = await _stream(claude, question)
+    deltas = [d for p in pieces if isinstance(p, Chunk) for d in p.tool_calls]
+    assert deltas[0].id == call.id and deltas[0].name == "calculator" and len(deltas) > 2
+    assert "".join(d.arguments for d in deltas) == call.arguments and streamed.tool_calls == (call,)
+    assert streamed.finish_reason == "tool_calls"
+    answered = question.with_changes(messages=question.messages + (
+        Message("assistant", None, tool_calls=first.tool_calls), Message("tool", "85", tool_call_id=call.id)))
+    final = await claude.complete(answered)
+    assert final.finish_reason == "stop" and final.text.endswith("Answer: 85") and final.tool_calls == ()
+
+
+async def test_images_as_base64_and_url_are_seen_and_counted(backend, emulator):
+    claude = backend()
+    text = TextPart("What is 2 + 2?")
+    plain = await claude.complete(ChatRequest(messages=(Message("user", (text,)),), max_tokens=64))
+    seen = await claude.complete(ChatRequest(messages=(Message("user", (
+        text, ImagePart(f"data:image/png;base64,{PNG}"), ImagePart("https://example.com/cat.png"))),), max_tokens=64))
+    assert seen.input_tokens > plain.input_tokens + 2 * 85  # each image costs tokens
+    assert seen.text == plain.text
+
+
+class Solved(pydantic.BaseModel):
+    reasoning: str
+    answer: int
+
+
+async def test_json_output_by_the_forced_tool_complete_and_streamed(backend, emulator):
+    emulator.configure(accuracy=1.0)
+    claude = backend(model="claude-sim")
+    for fmt in (ResponseFormat("json_schema", "Solved", Solved.model_json_schema(), strict=True),
+                ResponseFormat("json_object")):
+        request = ChatRequest(messages=(Message("user", "What is 37 + 48?"),), response_format=fmt, max_tokens=200)
+        reply = await claude.complete(request)
+        pieces, streamed = await _stream(claude, request)
+        assert reply.finish_reason == "stop" and reply.tool_calls == ()
+        assert isinstance(json.loads(reply.text), dict)
+        assert "".join(pieces) == streamed.text == reply.text  # the tool's input streams as content
+        if fmt.type == "json_schema":
+            assert Solved.model_validate_json(reply.text).answer == 85
 
 
 async def test_fields_anthropic_cannot_honour_are_refused_by_name_before_any_call(backend, emulator):

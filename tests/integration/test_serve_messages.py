@@ -6,6 +6,7 @@ import json
 import time
 
 import anthropic
+import pydantic
 import pytest
 import requests
 
@@ -16,10 +17,10 @@ from orchestray.serving import app_for
 pytestmark = pytest.mark.integration
 
 KEY = "messages-key-0123456789"
-WEATHER = {
-    "name": "get_weather",
-    "description": "The current weather in a city",
-    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+CALCULATOR = {
+    "name": "calculator",
+    "description": "Evaluate arithmetic",
+    "input_schema": {"type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]},
 }
 
 
@@ -28,11 +29,11 @@ def gateway(ray_session, start_serve):
     """One app: a simulated provider, an anthropic-kind provider on the emulator, and two routes."""
     from ray import serve
 
-    with run_in_thread(EmulatorOptions()) as emu:
+    with run_in_thread(EmulatorOptions(accuracy=1.0)) as emu:
         base = start_serve()
         providers = [
             {"name": "msg-sim", "kind": "simulated", "simulated": {"latency_ms": 2, "latency_sigma": 0.2, "accuracy": 1.0}},
-            {"name": "msg-claude", "kind": "anthropic", "model": "sim-large", "base_url": emu.anthropic_base_url},
+            {"name": "msg-claude", "kind": "anthropic", "model": "claude-sim", "base_url": emu.anthropic_base_url},
         ]
         routes = {
             "msg-race": {"pattern": "race", "providers": ["msg-claude", "msg-sim"]},
@@ -87,36 +88,45 @@ def test_the_anthropic_sdk_streams(client, model):
     assert final.stop_reason == "end_turn" and final.usage.output_tokens > 0 and final.usage.input_tokens > 0
 
 
+# Routes join once the coordinators forward tools (issue-10-patterns): today a race answers in text.
 @pytest.mark.parametrize("model", ["msg-sim", "msg-claude"])
 def test_a_tool_round_trip(client, model):
-    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
-    first = client.messages.create(model=model, max_tokens=256, messages=messages, tools=[WEATHER])
-    calls = [b for b in first.content if b.type == "tool_use"]
-    if calls:  # the simulated model calls the tool at its accuracy
-        assert first.stop_reason == "tool_use" and calls[0].name == "get_weather"
-        assert isinstance(calls[0].input, dict)
-        call_id = calls[0].id
-        messages.append({"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]})
-    else:
-        call_id = "toolu_given"
-        messages.append({"role": "assistant", "content": [
-            {"type": "tool_use", "id": call_id, "name": "get_weather", "input": {"city": "Paris"}}]})
-    messages.append({"role": "user", "content": [{"type": "tool_result", "tool_use_id": call_id, "content": "18C, sunny"}]})
-    second = client.messages.create(model=model, max_tokens=256, messages=messages, tools=[WEATHER])
-    assert second.stop_reason in ("end_turn", "tool_use") and second.content
+    messages = [{"role": "user", "content": "What is 37 + 48?"}]
+    first = client.messages.create(model=model, max_tokens=256, messages=messages, tools=[CALCULATOR])
+    (call,) = [b for b in first.content if b.type == "tool_use"]
+    assert first.stop_reason == "tool_use" and call.name == "calculator" and call.input == {"expression": "37 + 48"}
+    messages += [
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "85"}]},
+    ]
+    final = client.messages.create(model=model, max_tokens=256, messages=messages, tools=[CALCULATOR])
+    assert final.stop_reason == "end_turn" and final.content[0].text.endswith("Answer: 85")
 
 
-def test_a_streamed_tool_call_arrives_as_input_json(client):
-    with client.messages.stream(model="msg-claude", max_tokens=256, tools=[WEATHER],
-                                tool_choice={"type": "tool", "name": "get_weather"},
-                                messages=[{"role": "user", "content": "What is the weather in Paris?"}]) as stream:
-        events = list(stream)
+@pytest.mark.parametrize("model", ["msg-sim", "msg-claude"])
+def test_a_streamed_tool_call_arrives_as_input_json(client, model):
+    with client.messages.stream(model=model, max_tokens=256, tools=[CALCULATOR],
+                                tool_choice={"type": "tool", "name": "calculator"},
+                                messages=[{"role": "user", "content": "What is 37 + 48?"}]) as stream:
+        pieces = [e.partial_json for e in stream if e.type == "input_json"]
         final = stream.get_final_message()
-    calls = [b for b in final.content if b.type == "tool_use"]
-    if calls:
-        assert final.stop_reason == "tool_use" and calls[0].name == "get_weather"
-        assert any(e.type == "input_json" for e in events) or calls[0].input == {}
-    assert final.usage.output_tokens > 0
+    (call,) = final.content
+    assert final.stop_reason == "tool_use" and call.type == "tool_use" and call.name == "calculator"
+    assert call.input == {"expression": "37 + 48"} and json.loads("".join(pieces)) == call.input
+
+
+class Solved(pydantic.BaseModel):
+    reasoning: str
+    answer: int
+
+
+def test_structured_output_through_an_anthropic_provider(client):
+    # output_config.format -> response_format -> the Anthropic backend's forced tool -> JSON text.
+    message = client.messages.create(
+        model="msg-claude", max_tokens=256, messages=[{"role": "user", "content": "What is 37 + 48?"}],
+        extra_body={"output_config": {"format": {"type": "json_schema", "schema": Solved.model_json_schema()}}},
+    )
+    assert message.stop_reason == "end_turn" and Solved.model_validate_json(message.content[0].text).answer == 85
 
 
 def test_x_api_key_authenticates_as_well_as_bearer(gateway):

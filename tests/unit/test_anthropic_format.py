@@ -232,7 +232,7 @@ def test_tool_use_blocks_become_tool_calls_with_json_text_arguments():
         ],
     })
     assert reply.text == "Let me look."
-    assert reply.tool_calls == (ToolCall("toolu_1", "get_weather", '{"city": "Paris"}'),)
+    assert reply.tool_calls == (ToolCall("toolu_1", "get_weather", '{"city":"Paris"}'),)
     assert reply.finish_reason == "tool_calls"
 
 
@@ -241,7 +241,7 @@ def test_the_answer_tools_input_is_the_json_content_not_a_tool_call():
         "model": "m", "stop_reason": "tool_use", "usage": {"input_tokens": 1, "output_tokens": 2},
         "content": [{"type": "tool_use", "id": "toolu_1", "name": "Result", "input": {"answer": 51}}],
     }, json_tool="Result")
-    assert (reply.text, reply.tool_calls, reply.finish_reason) == ('{"answer": 51}', (), "stop")
+    assert (reply.text, reply.tool_calls, reply.finish_reason) == ('{"answer":51}', (), "stop")
 
 
 def _events(*events):
@@ -331,7 +331,7 @@ def test_parse_a_full_body():
             Message("system", "Be brief."),
             Message("user", (TextPart("Weather here?"), ImagePart(f"data:image/png;base64,{PNG}"),
                              ImagePart("https://example.com/a.jpg"))),
-            Message("assistant", "Looking.", tool_calls=(ToolCall("toolu_1", "get_weather", '{"city": "Paris"}'),)),
+            Message("assistant", "Looking.", tool_calls=(ToolCall("toolu_1", "get_weather", '{"city":"Paris"}'),)),
             Message("tool", "18C", tool_call_id="toolu_1"),
             Message("user", "Thanks"),
         ),
@@ -477,7 +477,7 @@ def test_stream_encoder_sends_whole_what_was_not_streamed():
         "content_block_start", "content_block_delta", "content_block_stop", "message_delta", "message_stop",
     ]
     assert events[2][1]["delta"] == {"type": "text_delta", "text": "51"}
-    assert events[5][1]["delta"] == {"type": "input_json_delta", "partial_json": '{"a": 1}'}
+    assert events[5][1]["delta"] == {"type": "input_json_delta", "partial_json": '{"a":1}'}
 
 
 def test_stream_encoder_ignores_other_choices():
