@@ -64,6 +64,10 @@ class Registry:
             raise UnknownModelError(name, self.config.model_names())
         return self._provider(self.config.provider(name))
 
+    def made(self) -> dict[str, Model]:
+        """The models made so far, by name."""
+        return dict(self._models)
+
     def providers(self) -> dict[str, Model]:
         """Every provider's model, made now (so nothing is made later on an event loop)."""
         return {p.name: self.get(p.name) for p in self.config.providers}

@@ -45,7 +45,7 @@ def setup(ray_session, emus: dict, routes: dict, **provider_fields):
 
 
 def cleanup(ray_session, directory: ModelDirectory):
-    for handle in directory._handles.values():
+    for handle in directory.made().values():
         ray_session.kill(handle.actor, no_restart=True)
 
 
