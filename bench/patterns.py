@@ -49,7 +49,7 @@ from orchestray.messages import ChatRequest, Completion, Message
 from orchestray.policies.confidence import escalate_if_below
 from orchestray.policies.extraction import extractor
 from orchestray.provider import Provider
-from orchestray.simulated import Question, arithmetic_questions
+from orchestray.simulated import Question, arithmetic_questions, word_questions
 from orchestray.tasks.game24 import Puzzle, check_answer, load_puzzles, parse_solution, solve_prompt
 
 RESULTS = Path(__file__).resolve().parent / "results" / "patterns.json"
@@ -290,6 +290,16 @@ async def run(n_questions: int, n_latency: int) -> tuple[list[Row], dict[str, An
                          lambda t, r: EnsembleCoordinator("vote", r, ["small"], samples=5, temperature=0.7,
                                                           extract=NUMBER, clock=clock), items)
 
+    # The same five-sample vote on word problems the model answers in mixed phrasings (bold, boxed,
+    # JSON, a final line, "The answer is 42. Confidence: 0.9", ...), read by the default extractor.
+    words = word_questions(n_questions, seed=2028)
+    word_items = arithmetic_items(words)
+    word_workload = f"word problems x{n_questions}, mixed phrasings"
+    small_words = await row("single: small, mixed phrasings", word_workload, lambda t, r: t["small"], word_items)
+    ensemble_words = await row("ensemble: 5 x small, mixed phrasings", word_workload,
+                               lambda t, r: EnsembleCoordinator("vote", r, ["small"], samples=5, temperature=0.7,
+                                                                clock=clock), word_items)
+
     # Cascade: the small model, escalating to the large one below a stated confidence of 0.8.
     cascade = await row("cascade: small -> large (conf 0.8)", workload,
                         lambda t, r: CascadeCoordinator("cheap", r, ["small", "large"], escalate_if_below(0.8),
@@ -336,6 +346,8 @@ async def run(n_questions: int, n_latency: int) -> tuple[list[Row], dict[str, An
            escalated=round(cascade.extra_calls, 3), **plain_last_stage(cascade, large))
     gain = ensemble.accuracy - small.accuracy
     target(ensemble, ">= 10 pts above one small sample", gain >= 0.10, gain_points=round(100 * gain, 2))
+    gain = ensemble_words.accuracy - small_words.accuracy
+    target(ensemble_words, ">= 10 pts above one small sample", gain >= 0.10, gain_points=round(100 * gain, 2))
     solved_tot = sum(ok for _, ok in tot.items)
     solved_cot = sum(ok for _, ok in cot.items)
     cot_expected = cot_many.accuracy * len(puzzles)  # puzzles one chain solves, on average
