@@ -45,7 +45,7 @@ import msgspec
 from orchestray._schema_values import NO_VALUE, SchemaFiller, property_words, schema_types
 from orchestray.errors import RequestError
 from orchestray.messages import ChatRequest, Message, ResponseFormat, Tool, ToolCall, estimate_tokens
-from orchestray.tasks import game24
+from orchestray.tasks import game24, reach
 
 __all__ = [
     "SimProfile",
@@ -64,6 +64,7 @@ __all__ = [
     "arithmetic_skill",
     "generic_skill",
     "game24_skill",
+    "reach_skill",
     "Question",
     "arithmetic_questions",
     "choice_questions",
@@ -327,10 +328,16 @@ def game24_skill(attempt: Attempt) -> str | None:
     return game24.reply(attempt.question, attempt.rng, attempt.accuracy)
 
 
+def reach_skill(attempt: Attempt) -> str | None:
+    """The reach-a-target puzzles of `orchestray.tasks.reach`: the general tree-of-thought's
+    proposals, verdicts and final answer, and whole chains; each move graded by `accuracy`."""
+    return reach.reply(attempt.question, attempt.rng, attempt.accuracy)
+
+
 # Tried in order; the first that returns text answers. The game comes first because its prompts
 # hold sample arithmetic; choice comes before arithmetic because a choice question contains an
 # arithmetic stem. Insert task skills before `generic_skill`.
-SKILLS: list[Skill] = [game24_skill, word_problem_skill, choice_skill, arithmetic_skill, generic_skill]
+SKILLS: list[Skill] = [game24_skill, reach_skill, word_problem_skill, choice_skill, arithmetic_skill, generic_skill]
 
 
 # --- the model ----------------------------------------------------------------------------------
