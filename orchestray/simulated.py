@@ -10,7 +10,8 @@ pays. Answers end with a line `Answer: <value>`, followed by `Confidence: <0..1>
 asks for a confidence; confidence is informative (high when right, low when wrong).
 
 Questions are handled by skills tried in order (`SKILLS`): the Game of 24, the reach-a-target
-game of `orchestray.tasks.reach`, word problems, multiple choice, arithmetic, generic. Word
+game of `orchestray.tasks.reach`, word problems, classification into named labels, summaries,
+multiple choice, arithmetic, generic. Word
 problems (`word_questions`) are answered as real models answer, in one of `PHRASINGS` drawn per
 sample (a bold number, a box, JSON, a final line after reasoning, ...), confidence in the same
 style, so extraction and voting are tried on free-form text. A task-specific skill is a callable `(Attempt) -> str | None` inserted ahead
@@ -65,6 +66,8 @@ __all__ = [
     "generic_skill",
     "game24_skill",
     "reach_skill",
+    "classify_skill",
+    "summarize_skill",
     "Question",
     "arithmetic_questions",
     "choice_questions",
@@ -319,6 +322,47 @@ def word_problem_skill(attempt: Attempt) -> str | None:
     return None
 
 
+_CLASSIFY = re.compile(r"(?is)\bclassify\b.*?\b(?:labels|categories|one of)\s*:?\s*([a-z][\w -]*(?:\s*,\s*[a-z][\w -]*)+)")
+
+
+def classify_skill(attempt: Attempt) -> str | None:
+    """"Classify ... one of: invoice, contract, spam" with a text: the truth is the label the text
+    names most often (the first label on a tie); a wrong draw names another label."""
+    m = _CLASSIFY.search(attempt.question)
+    if m is None:
+        return None
+    labels = [label.strip().rstrip(".") for label in m.group(1).split(",") if label.strip()]
+    labels = [label for label in labels if label]
+    if len(labels) < 2:
+        return None
+    text = attempt.question[: m.start()] + attempt.question[m.end():]
+    counts = [len(re.findall(rf"(?i)\b{re.escape(label)}\b", text)) for label in labels]
+    truth = labels[max(range(len(labels)), key=lambda i: (counts[i], -i))]
+    others = [label for label in labels if label != truth]
+    label = truth if attempt.correct else others[attempt.mistake_rng.randrange(len(others))]
+    return f"The document reads as a {label}.\nAnswer: {label}"
+
+
+_SUMMARIZE = re.compile(r"(?im)^\s*summari[sz]e\b[^\n]*?(?:at most (\d+) words)?[^\n]*(?:\n|$)")
+
+
+def summarize_skill(attempt: Attempt) -> str | None:
+    """A prompt that starts with "Summarize ...": the text after that line (or after its colon),
+    cut to the words asked for ("at most 30 words"; 40 without)."""
+    m = _SUMMARIZE.search(attempt.question)
+    if m is None:
+        return None
+    line = m.group(0)
+    body = attempt.question[m.end():]
+    if ":" in line and line.split(":", 1)[1].strip():
+        body = line.split(":", 1)[1] + "\n" + body
+    words = body.split()
+    if not words:
+        return None
+    limit = int(m.group(1)) if m.group(1) else 40
+    return " ".join(words[: max(5, limit)]) + ("..." if len(words) > limit else "")
+
+
 def game24_skill(attempt: Attempt) -> str | None:
     """The Game of 24 prompts of `orchestray.tasks.game24`: proposals, verdicts and whole chains.
 
@@ -337,7 +381,7 @@ def reach_skill(attempt: Attempt) -> str | None:
 # Tried in order; the first that returns text answers. The game comes first because its prompts
 # hold sample arithmetic; choice comes before arithmetic because a choice question contains an
 # arithmetic stem. Insert task skills before `generic_skill`.
-SKILLS: list[Skill] = [game24_skill, reach_skill, word_problem_skill, choice_skill, arithmetic_skill, generic_skill]
+SKILLS: list[Skill] = [game24_skill, reach_skill, word_problem_skill, classify_skill, summarize_skill, choice_skill, arithmetic_skill, generic_skill]
 
 
 # --- the model ----------------------------------------------------------------------------------
