@@ -10,7 +10,8 @@ geometric mean probability of the answer's tokens (all tokens without an answer 
 An acceptance test looks at what a cascade stage produced (`StageAnswer`) and returns a `Decision`
 (accept or escalate, with a reason for the trace). Tests compose like tenacity's strategies:
 
-    escalate_if_below(0.8)                      self-reported confidence >= 0.8
+    escalate_if_below(0.8)                      self-reported confidence >= 0.8 (else, the reply's
+                                                token logprobs when it has them)
     escalate_if_agreement_below(0.6, k=5)       the most common of k sampled answers has >= 60%
     escalate_if_judge_below(0.7)                a judge's "Score: 7/10" or better
     accept_if(lambda stage: "sorry" not in stage.text, name="no apology")
@@ -178,6 +179,7 @@ class StageAnswer:
     tool_calls: tuple[ToolCall, ...] = ()  # the reply's tool calls
     sample_calls: tuple[tuple[ToolCall, ...], ...] = ()  # each sample's tool calls, beside `samples`
     wants_json: bool = False  # the request asked for a JSON answer
+    logprobs: dict | None = None  # the reply's token logprobs, when the provider returned them
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +232,8 @@ class _Confidence(AcceptanceTest):
 
     def __call__(self, stage: StageAnswer) -> Decision:
         c = parse_confidence(stage.text)
+        if c is None and stage.logprobs:  # no stated confidence: how sure the tokens were
+            c = logprob_confidence(stage.logprobs)
         if c is None:
             ok = self.if_missing == "accept"
             return Decision(ok, f"no confidence stated; {'accepted' if ok else 'escalated'}")

@@ -119,3 +119,14 @@ def test_a_structured_output_tool_call_is_read_from_its_answer_argument():
     assert reply_answer(extractor("answer"), "", [call]) == "1440"
     lookup = ToolCall("c2", "get_weather", '{"city": "Paris"}')
     assert reply_answer(extractor("number"), "", [lookup]) == 'get_weather({"city":"Paris"})'
+
+
+def test_a_cascade_stage_without_a_stated_confidence_is_judged_by_its_logprobs():
+    from orchestray.policies.confidence import StageAnswer, escalate_if_below
+
+    sure = {"content": [{"token": "42", "logprob": -0.01}]}
+    unsure = {"content": [{"token": "42", "logprob": -2.0}]}
+    test = escalate_if_below(0.8)
+    assert test(StageAnswer("Answer: 42", logprobs=sure)).accept
+    assert not test(StageAnswer("Answer: 42", logprobs=unsure)).accept
+    assert not test(StageAnswer("Answer: 42. Confidence: 0.5", logprobs=sure)).accept  # stated wins
