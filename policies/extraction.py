@@ -30,6 +30,7 @@ Models write answers in many ways, and `answer`, `number` and `choice` read them
     an answer marker                   The answer is 42. / Final answer: (B) / **Answer:** 42
     a bold span                        ... which gives **1,440**
     the last line after reasoning      Step 1 ... Step 2 ...\n1,440 minutes
+                                       (its closing predicate first: "So the total is 1,440.")
 
 A confidence statement (`Confidence: 0.9`, `(90% confident)`, `confidence: high`) is never
 mistaken for the answer or part of it; `42.`, `1,440`, `$1,440.00` and `1440 minutes` all read
@@ -98,6 +99,8 @@ _NUMBER_WITH_UNIT = re.compile(
     r"[$€£]?\s*(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)\s*(?:%|[a-z]+(?:\s+[a-z]+)?|[$€£])?\.?",
     re.IGNORECASE,
 )
+# A closing sentence's predicate: "... is 42.", "... equals 1,440 bolts", "... = 7".
+_CLOSING = re.compile(r"(?i)(?:\bis|\bare|\bequals|\bgives|=)\s+((?:[$€£]?-?\d[\d,]*(?:\.\d+)?|[^\s.]+)(?:\s+[^\s.]+){0,2})\.?\s*$")
 # The JSON fields and tool arguments that hold an answer, in the order they are looked for.
 ANSWER_FIELDS = ("answer", "final_answer", "result", "choice", "value")
 # Thousands separators first, so "1,234" is one number; a "-" right after a word or digit is an
@@ -162,11 +165,16 @@ def answer_spans(text: str):
     if segment is not None:
         yield _clean_span(segment)
     bold = [a or b for a, b in _BOLD.findall(text)]
-    bold = [b for b in bold if not re.fullmatch(r"(?i)\s*(?:final\s+)?answer\s*:?\s*", b)]
+    # A bold label or heading ("**Answer:**", "**Step 1**", "**Note:**") states no answer.
+    bold = [b for b in bold if not re.fullmatch(r"(?is)\s*(?:(?:final\s+)?answer|step|part|note|solution)\b.*|.*:\s*", b)]
     if bold:
         yield _clean_span(bold[-1])
     last = _last_line(text)
     if last is not None:
+        # "So the total is 1,440 bolts." -> "1,440 bolts": a closing sentence's short predicate.
+        closing = _CLOSING.search(_clean_span(last))
+        if closing:
+            yield closing.group(1).strip()
         yield _clean_span(last)
 
 

@@ -35,6 +35,7 @@ NUMBER_STYLES = [
     lambda v, u: f"**Answer:** {v}{u}",
     lambda v, u: f"So we get {v}{u}.\n{v}{u}",
     lambda v, u: f"{v}.",
+    lambda v, u: f"Step 1: multiply.\nSo the total is {v}{u}.",
 ]
 
 
