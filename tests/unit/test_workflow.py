@@ -186,3 +186,18 @@ def test_remote_steps_run_off_the_event_loop_without_ray():
 
     wf = Workflow("w").step("heavy", fn=lambda doc: threading.current_thread().name, remote=True)
     assert run(wf, "d")["heavy"] != threading.main_thread().name
+
+
+def test_models_come_from_a_directory_with_get_and_steps_read_the_input_by_name():
+    log = []
+
+    class Directory:
+        def get(self, name):
+            log.append(name)
+            return Model(lambda p: f"{name} says {p}", log)
+
+    wf = Workflow("w").step("ask", model="small", prompt="hi {input}", temperature=0.2)
+    wf.step("count", fn=lambda n, said: len(said) + n, inputs={"n": "input.size", "said": "ask"})
+    result = run(wf, {"size": 1, "__str__": "x"}, Directory())
+    assert result["ask"].startswith("small says hi") and log[0] == "small"
+    assert result["count"] == len(result["ask"]) + 1
