@@ -356,6 +356,8 @@ class Workflow:
                     if on_start is not None:
                         await _maybe_await(on_start(name))
                     running[asyncio.ensure_future(self._attempts(step, ctx, resolve, clock, sleep))] = name
+                if stopping and running:
+                    await self._cancel(running, finished)
                 if not running:
                     continue  # everything left was settled without running; loop to check
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
@@ -365,22 +367,25 @@ class Workflow:
                     await finished(result)
                     if result.status == FAILED and self.on_error == "fail_fast":
                         stopping = True
-                if stopping and running:
-                    for task in running:
-                        task.cancel()
-                    for task, name in list(running.items()):
-                        try:
-                            await task
-                        except asyncio.CancelledError:
-                            pass
-                        await finished(StepResult(name, SKIPPED, error="cancelled: another step failed"))
-                    running.clear()
         finally:
             for task in running:
                 task.cancel()
         status = FAILED if any(r.status == FAILED for r in ctx.results.values()) else COMPLETED
         steps = {name: ctx.results[name] for name in self.steps}
         return WorkflowResult(self.name, status, steps, clock() - started, order)
+
+    @staticmethod
+    async def _cancel(running: dict[asyncio.Task, str], finished) -> None:
+        """Cancel the running steps (fail_fast): each ends skipped."""
+        for task in running:
+            task.cancel()
+        for task, name in list(running.items()):
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            await finished(StepResult(name, SKIPPED, error="cancelled: another step failed"))
+        running.clear()
 
     async def _attempts(self, step: Step, ctx: WorkflowContext, resolve, clock, sleep) -> StepResult:
         started = clock()

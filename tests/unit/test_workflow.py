@@ -201,3 +201,13 @@ def test_models_come_from_a_directory_with_get_and_steps_read_the_input_by_name(
     result = run(wf, {"size": 1, "__str__": "x"}, Directory())
     assert result["ask"].startswith("small says hi") and log[0] == "small"
     assert result["count"] == len(result["ask"]) + 1
+
+
+def test_a_broken_condition_fails_its_step_and_stops_the_run_at_once():
+    async def hang(doc):
+        await asyncio.Event().wait()
+
+    wf = Workflow("w").step("hang", fn=hang).step("odd", fn=len, when=lambda ctx: ctx["nothing"])
+    result = run(wf, "d")
+    assert result.steps["odd"].status == FAILED and result.steps["odd"].error.startswith("when: KeyError")
+    assert result.steps["hang"].status == SKIPPED  # cancelled without waiting for it
