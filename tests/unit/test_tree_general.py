@@ -138,3 +138,18 @@ def test_reach_puzzles_have_known_truth():
     assert check_answer(p, f"I did it.\nAnswer: {names[0]}, {names[1]}")
     assert not check_answer(p, f"Answer: {names[0]}")  # too few steps
     assert not check_answer(p, "no answer line")
+
+
+def test_a_token_cap_holds_and_a_bad_template_is_refused():
+    import pytest
+
+    from orchestray.errors import ConfigError
+
+    model = Scripted(scripted_model)
+    tot = TreeOfThoughtCoordinator("t", {"m": model}.__getitem__, ["m"], task=ThoughtTask(
+        propose="PROPOSE {steps}", evaluate="VALUE {steps}"), breadth=3, depth=4, max_tokens=200)
+    answer = asyncio.run(tot.complete(ask("anything")))
+    assert answer.input_tokens + answer.output_tokens <= 200 + 15  # one call's worth at most over
+    bad = TreeOfThoughtCoordinator("t", {"m": model}.__getitem__, ["m"], task=ThoughtTask(propose="{problme}"))
+    with pytest.raises(ConfigError, match="problme"):
+        asyncio.run(bad.complete(ask("anything")))
