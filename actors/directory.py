@@ -1,16 +1,16 @@
-"""Names to models: every provider and route of a config as something with `complete`/`stream`."""
+"""Names to models on Ray: the registry with the shared provider actors (and route actors) plugged in."""
 
 from __future__ import annotations
 
 from orchestray.config import Config
-from orchestray.errors import UnknownModelError
+from orchestray.registry import Registry
 
-from orchestray.actors.provider import ModelHandle, provider_handle
+from orchestray.actors.provider import provider_handle
 
 __all__ = ["ModelDirectory"]
 
 
-class ModelDirectory:
+class ModelDirectory(Registry):
     """Finds or creates the provider actors and route (coordinator) actors on first use.
 
     With `routes_in_process`, routes run as coordinators in this process (a Serve replica
@@ -18,29 +18,15 @@ class ModelDirectory:
     """
 
     def __init__(self, config: Config, ensure_config: bool = True, routes_in_process: bool = False):
-        self.config = config
         self.ensure_config = ensure_config
         self.routes_in_process = routes_in_process
-        self._handles: dict[str, ModelHandle] = {}
+        super().__init__(
+            config,
+            lambda provider: provider_handle(provider, ensure_config),
+            None if routes_in_process else self._route_actor,
+        )
 
-    def knows(self, name: str) -> bool:
-        return self.config.has_model(name)
+    def _route_actor(self, name: str):
+        from orchestray.actors.coordinators import route_handle
 
-    def get(self, name: str) -> ModelHandle:
-        handle = self._handles.get(name)
-        if handle is None:
-            handle = self._handles[name] = self._make(name)
-        return handle
-
-    def _make(self, name: str) -> ModelHandle:
-        if name in self.config.routes and self.routes_in_process:
-            from orchestray.coordinators import build_coordinator
-
-            return build_coordinator(name, self.config, self.get)
-        if name in self.config.routes:
-            from orchestray.actors.coordinators import route_handle
-
-            return route_handle(name, self.config, self.ensure_config)
-        if not self.config.has_model(name):
-            raise UnknownModelError(name, self.config.model_names())
-        return provider_handle(self.config.provider(name), self.ensure_config)
+        return route_handle(name, self.config, self.ensure_config)

@@ -11,15 +11,16 @@ one round trip and the lowest latency.
 The actor side (`Multiplexed`, a mixin for any actor with an async `complete`) keeps a box per
 caller: its running calls, and the answers it has not yet acknowledged. Answers are sent again
 until acknowledged, so a lost `collect` loses nothing. An actor that restarts starts a new
-incarnation; calls submitted to an earlier one are lost with it and are sent again, at most
-`RESTART_RETRIES` times, as plain calls are. A box whose caller stopped collecting is dropped with
-its calls cancelled.
+incarnation; calls submitted to an earlier one are lost with it and are sent again, as plain
+calls are, for as long as `RESTART_WINDOW_S` from when the loss was first seen. A box whose
+caller stopped collecting is dropped with its calls cancelled.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import pickle
 import time
 import uuid
@@ -32,13 +33,22 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError,
 from orchestray.errors import OrchestrayError, ProviderUnavailableError
 from orchestray.messages import ChatRequest, Completion
 
-__all__ = ["Multiplexed", "Channel", "ACTOR_GONE", "RESTART_RETRIES", "RESTART_WAIT_S", "unwrap"]
+__all__ = ["Multiplexed", "Channel", "ACTOR_GONE", "RESTART_WINDOW_S", "unwrap"]
 
 ACTOR_GONE = (ActorDiedError, ActorUnavailableError, RayActorError)
-# A crashed actor restarts by itself; calls caught in the crash are tried again this many times,
-# then fail as an unavailable provider (so coordinators can fall back).
-RESTART_RETRIES = 2
-RESTART_WAIT_S = 0.5
+# A crashed actor restarts by itself, but an actor on a lost node restarts only once Ray has
+# declared the node dead: by default after its health checks miss for about 15 s, then the
+# restart itself. Calls caught in between are sent again for this long after the loss was first
+# seen, then fail as an unavailable provider (so coordinators can fall back). Set
+# ORCHESTRAY_RESTART_WINDOW_S where the cluster's health checks are slower (or to fail sooner).
+RESTART_WINDOW_S = float(os.environ.get("ORCHESTRAY_RESTART_WINDOW_S", "60"))
+# Waits between tries grow from the first to the last, so a restart is noticed soon after it ends.
+RESTART_WAIT_S = (0.25, 2.0)
+
+
+def restart_wait_s(tries: int) -> float:
+    first, last = RESTART_WAIT_S
+    return min(last, first * 2 ** min(16, max(0, tries - 1)))
 # How long a `collect` waits in the actor when nothing is ready; the caller then asks again.
 COLLECT_WAIT_S = 10.0
 # A box not collected from for this long belongs to a caller that is gone.
@@ -171,6 +181,7 @@ class _Call:
     request: ChatRequest
     future: asyncio.Future
     retries: int = 0
+    lost_at: float | None = None  # when it was first lost with its actor
     incarnation: tuple[int, str] | None = None  # of the actor it was submitted to; None: not yet
     queued: bool = True  # waiting for the next submit
 
@@ -178,11 +189,21 @@ class _Call:
 class Channel:
     """The caller's side, for one actor and one event loop. See the module's text."""
 
-    def __init__(self, actor, name: str, loop: asyncio.AbstractEventLoop, sleep: Callable = asyncio.sleep):
+    def __init__(
+        self,
+        actor,
+        name: str,
+        loop: asyncio.AbstractEventLoop,
+        sleep: Callable = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        restart_window_s: float | None = None,
+    ):
         self.actor = actor
         self.name = name
         self.loop = loop
         self._sleep = sleep
+        self._clock = clock
+        self.restart_window_s = RESTART_WINDOW_S if restart_window_s is None else restart_window_s
         self._caller = uuid.uuid4().hex
         self._ids = itertools.count(1)
         self._calls: dict[int, _Call] = {}
@@ -205,10 +226,12 @@ class Channel:
         return bool(self._direct or self._calls)
 
     async def call_direct(self, request: ChatRequest) -> Completion:
-        """One plain actor call, retried across an actor restart."""
+        """One plain actor call, sent again across an actor restart within the window."""
         self._direct += 1
+        lost_at: float | None = None
+        tries = 0
         try:
-            for attempt in range(RESTART_RETRIES + 1):
+            while True:
                 ref = self.actor.complete.remote(request)
                 try:
                     return await ref
@@ -218,10 +241,12 @@ class Channel:
                 except RayTaskError as err:
                     raise unwrap(err) from None
                 except ACTOR_GONE as err:
-                    if attempt == RESTART_RETRIES:
+                    now = self._clock()
+                    lost_at = now if lost_at is None else lost_at
+                    if now - lost_at >= self.restart_window_s:
                         raise self._unavailable(err) from None
-                    await self._sleep(RESTART_WAIT_S * (attempt + 1))
-            raise AssertionError("unreachable")
+                    tries += 1
+                    await self._sleep(restart_wait_s(tries))
         finally:
             self._direct -= 1
 
@@ -296,6 +321,7 @@ class Channel:
 
     async def _collect(self) -> None:
         failures = 0
+        gone_since: float | None = None
         while self._calls:
             try:
                 incarnation, seq, answers = await self.actor.collect.remote(
@@ -306,14 +332,17 @@ class Channel:
                 continue
             except ACTOR_GONE as err:
                 # Unreachable or restarting: the next collect that succeeds tells which calls
-                # were lost (by its incarnation). An actor that stays gone fails them all.
+                # were lost (by its incarnation). An actor gone for the whole window fails them.
+                now = self._clock()
+                gone_since = now if gone_since is None else gone_since
                 failures += 1
-                if failures > RESTART_RETRIES:
+                if now - gone_since >= self.restart_window_s:
                     self._fail(list(self._calls), self._unavailable(err))
+                    failures, gone_since = 0, None
                 else:
-                    await self._sleep(RESTART_WAIT_S * failures)
+                    await self._sleep(restart_wait_s(failures))
                 continue
-            failures = 0
+            failures, gone_since = 0, None
             self._note(incarnation)
             if incarnation == self._incarnation:
                 # A collect an earlier incarnation answered late still brings good answers, but
@@ -335,13 +364,16 @@ class Channel:
                 call.future.set_exception(error)
 
     def _send_again(self, call_ids: list[int], err: BaseException | None) -> None:
-        """Calls lost with their actor go again after a pause, each at most RESTART_RETRIES times."""
+        """Calls lost with their actor go again after a pause, until the window since each was
+        first lost is over."""
         again = []
+        now = self._clock()
         for call_id in call_ids:
             call = self._calls.get(call_id)
             if call is None or call.queued:
                 continue
-            if call.retries >= RESTART_RETRIES:
+            call.lost_at = now if call.lost_at is None else call.lost_at
+            if now - call.lost_at >= self.restart_window_s:
                 self._fail([call_id], self._unavailable(err))
                 continue
             call.retries += 1
@@ -349,7 +381,7 @@ class Channel:
             call.queued = True  # from now until the resend: counted as not yet sent
             again.append(call_id)
         if again:
-            self._spawn(self._resend(again, RESTART_WAIT_S * max(self._calls[i].retries for i in again)))
+            self._spawn(self._resend(again, restart_wait_s(max(self._calls[i].retries for i in again))))
 
     async def _resend(self, call_ids: list[int], after_s: float) -> None:
         await self._sleep(after_s)

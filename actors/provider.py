@@ -96,8 +96,9 @@ class ModelHandle:
     Picklable, so coordinators and Serve replicas receive it as an argument. A call made while
     others to the same actor are in flight shares Ray calls with them (`multiplex.Channel`).
     Cancelling the awaiting task cancels the call in the actor, which aborts its HTTP request and
-    frees its concurrency slot and unused token budget. Calls caught in an actor crash are tried
-    again on the restarted actor, a few times, then fail as ProviderUnavailableError.
+    frees its concurrency slot and unused token budget. Calls caught in an actor crash or a node
+    loss are sent again to the restarted actor within `multiplex.RESTART_WINDOW_S`, then fail as
+    ProviderUnavailableError.
     """
 
     def __init__(self, name: str, actor):

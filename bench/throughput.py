@@ -5,6 +5,9 @@ client's own cost per request. The clients send the same N requests, C at a time
 
   actor        one provider actor (`ProviderHandle.complete` from this driver, through Ray; with
                64 in flight, calls share Ray calls through `actors/multiplex.py`)
+  client       `orchestray.AsyncClient(runtime="ray").complete(name, text, max_tokens=32)`: the
+               public API over the same kind of provider actor (the request built from the
+               text and fields as the HTTP door builds it); the target is within 5% of `actor`
   sdk-httpx    `openai.AsyncOpenAI` as it comes (default httpx transport), no Ray
   sdk-aiohttp  `openai.AsyncOpenAI(http_client=openai.DefaultAioHttpClient())`, no Ray
   raw-aiohttp  an aiohttp session posting the JSON body, no SDK
@@ -13,6 +16,8 @@ client's own cost per request. The clients send the same N requests, C at a time
                whose calls go through the SDK can reach on one core (a reference, not a client)
   ray-noop     an async Ray actor answering a canned Completion with no HTTP at all: Ray's own
                per-call cost alone, the most `actor` could reach here (a reference, not a client)
+  backend-before  with `--before REV`: `backend` as the OpenAI backend was at git revision REV
+               (its openai_wire.py loaded beside today's package), to compare a change side by side
 
 Every client first sends an untimed warm-up. The clients take turns, round after round, and the
 table shows each one's best round (the one least disturbed by anything else on the machine);
@@ -22,14 +27,18 @@ machine's cores, so beside the rate the table gives the CPU each process spent p
 
     python bench/throughput.py            # N=5000, C=64, 2 rounds
     python bench/throughput.py --quick    # N=1000, 1 round
+    python bench/throughput.py --clients backend,backend-before --before b3e1c1a --rounds 4
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -40,6 +49,7 @@ import aiohttp
 import openai
 import ray
 
+import orchestray
 from orchestray.actors.provider import NAMESPACE, provider_handle
 from orchestray.backends.openai_wire import OpenAIBackend
 from orchestray.config import ProviderConfig
@@ -136,6 +146,23 @@ async def bench_actor(base_url: str, n: int, concurrency: int, warmup: int, emul
         ray.kill(handle.actor, no_restart=True)
 
 
+async def bench_client(base_url: str, n: int, concurrency: int, warmup: int, emulator_pid: int):
+    name = f"bench-client-{uuid.uuid4().hex[:8]}"
+    config = {"providers": [{"name": name, "kind": "openai", "model": MODEL, "base_url": base_url}]}
+    client = orchestray.AsyncClient(config, runtime="ray")
+    try:
+        await client.complete(name, question(0), max_tokens=MAX_TOKENS)  # finds the provider actor
+        actor = ray.get_actor(name, namespace=NAMESPACE)
+
+        async def send(i: int) -> None:
+            await client.complete(name, question(i), max_tokens=MAX_TOKENS)
+
+        return await drive(send, n, concurrency, warmup, {"actor": actor_pid(actor), "emulator": emulator_pid})
+    finally:
+        await client.close()
+        ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+
+
 async def bench_sdk(base_url: str, n: int, concurrency: int, warmup: int, emulator_pid: int, *, aiohttp_transport: bool):
     kwargs = {"http_client": openai.DefaultAioHttpClient()} if aiohttp_transport else {}
     client = openai.AsyncOpenAI(base_url=base_url, api_key="bench", **kwargs)
@@ -163,8 +190,28 @@ async def bench_raw(base_url: str, n: int, concurrency: int, warmup: int, emulat
         return await drive(send, n, concurrency, warmup, {"emulator": emulator_pid})
 
 
-async def bench_backend(base_url: str, n: int, concurrency: int, warmup: int, emulator_pid: int):
-    backend = OpenAIBackend(ProviderConfig(name="bench-backend", kind="openai", model=MODEL, base_url=base_url), "bench")
+# The OpenAI backend class `backend-before` runs: set by --before.
+BEFORE: dict[str, type] = {}
+
+
+def backend_at(revision: str) -> type:
+    """OpenAIBackend as orchestray/backends/openai_wire.py was at a git revision, imported under
+    its own module name so it runs beside today's (it imports today's orchestray)."""
+    root = Path(__file__).resolve().parent.parent
+    source = subprocess.run(["git", "show", f"{revision}:orchestray/backends/openai_wire.py"], cwd=root,
+                            capture_output=True, text=True, check=True).stdout
+    path = Path(tempfile.mkdtemp(prefix="orchestray-bench-")) / f"openai_wire_{revision}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(f"openai_wire_{revision}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # msgspec resolves the view structs' annotations through it
+    spec.loader.exec_module(module)
+    return module.OpenAIBackend
+
+
+async def bench_backend(base_url: str, n: int, concurrency: int, warmup: int, emulator_pid: int,
+                        backend_class: type = OpenAIBackend):
+    backend = backend_class(ProviderConfig(name="bench-backend", kind="openai", model=MODEL, base_url=base_url), "bench")
     try:
         requests = chat_requests(max(n, warmup))
 
@@ -200,11 +247,13 @@ async def bench_ray_noop(base_url: str, n: int, concurrency: int, warmup: int, e
 
 CLIENTS: dict[str, Callable[..., Awaitable[tuple[int, float, dict]]]] = {
     "actor": bench_actor,
+    "client": bench_client,
     "sdk-httpx": lambda *a: bench_sdk(*a, aiohttp_transport=False),
     "sdk-aiohttp": lambda *a: bench_sdk(*a, aiohttp_transport=True),
     "raw-aiohttp": bench_raw,
     "backend": bench_backend,
     "ray-noop": bench_ray_noop,
+    "backend-before": lambda *a: bench_backend(*a, backend_class=BEFORE["class"]),
 }
 
 
@@ -237,7 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=500, help="untimed requests per client first (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=2, help="turns each client takes; the best counts (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="N=1000, warm-up 200, 1 round")
-    parser.add_argument("--clients", default=",".join(CLIENTS), help="comma-separated subset of: " + ", ".join(CLIENTS))
+    parser.add_argument("--clients", default=",".join(c for c in CLIENTS if c != "backend-before"),
+                        help="comma-separated subset of: " + ", ".join(CLIENTS))
+    parser.add_argument("--before", metavar="REV", help="git revision whose OpenAI backend `backend-before` runs")
     parser.add_argument("-o", "--output", type=Path, default=RESULTS, help="JSON results (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -246,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(clients) - set(CLIENTS)
     if unknown:
         parser.error(f"unknown client(s): {', '.join(sorted(unknown))}")
+    if "backend-before" in clients:
+        if not args.before:
+            parser.error("backend-before needs --before REV")
+        BEFORE["class"] = backend_at(args.before)
 
     neighbours = busy_neighbours()
     load = os.getloadavg()
@@ -290,20 +345,29 @@ def main(argv: list[str] | None = None) -> int:
     if {"actor", "sdk-aiohttp"} <= by_name.keys():
         ratio = by_name["actor"].rps / by_name["sdk-aiohttp"].rps
         targets["actor_vs_sdk_aiohttp"] = {"ratio": round(ratio, 2), "target": ">= 0.75", "passed": ratio >= 0.75}
+    if {"client", "actor"} <= by_name.keys():
+        ratio = by_name["client"].rps / by_name["actor"].rps
+        targets["client_vs_actor"] = {"ratio": round(ratio, 2), "target": ">= 0.95", "passed": ratio >= 0.95}
     if {"backend", "sdk-httpx"} <= by_name.keys():
         # Not a target: how far the SDK path alone gets, with no Ray and no limiter at all.
         targets["backend_vs_sdk_httpx"] = {
             "ratio": round(by_name["backend"].rps / by_name["sdk-httpx"].rps, 2), "target": "reference", "passed": None
         }
     # The same ratios within each round, whose clients ran minutes apart at most.
+    if {"backend", "backend-before"} <= by_name.keys():
+        # A change's cost on the backend's own path: today's against the revision's, same run.
+        ratio = by_name["backend"].rps / by_name["backend-before"].rps
+        targets["backend_vs_before"] = {"ratio": round(ratio, 3), "target": ">= 0.95", "passed": ratio >= 0.95,
+                                        "before": args.before}
     pairs = {"actor_vs_sdk_httpx": ("actor", "sdk-httpx"), "actor_vs_sdk_aiohttp": ("actor", "sdk-aiohttp"),
-             "backend_vs_sdk_httpx": ("backend", "sdk-httpx")}
+             "backend_vs_sdk_httpx": ("backend", "sdk-httpx"), "backend_vs_before": ("backend", "backend-before"),
+             "client_vs_actor": ("client", "actor")}
     for key, (ours, base) in pairs.items():
         if key in targets:
             per_round = []
             for turn in range(1, args.rounds + 1):
                 pair = {r.client: r.rps for r in rounds if r.round == turn}
-                per_round.append(round(pair[ours] / pair[base], 2))
+                per_round.append(round(pair[ours] / pair[base], 3))
             targets[key]["per_round"] = per_round
     for key, t in targets.items():
         rounds_text = ", ".join(f"{x:.2f}" for x in t["per_round"])

@@ -3,7 +3,9 @@
 The input is streamed and work in flight is bounded, so memory stays flat however long the
 file. Every input line gets exactly one output record, a bad line included. Records are
 appended and flushed as they finish, so a crash loses at most the calls in flight, and running
-the same command again resumes: lines already answered are skipped.
+the same command again resumes: lines already answered are skipped. One run at a time writes an
+output (`output_lock.OutputLock`): a second run on it while the first lives is refused. A run
+cancelled (Ctrl-C) cancels its calls in flight and leaves only whole records.
 
 This module knows nothing of Ray: it calls models through `resolve(name)`, which returns
 anything with `async complete(request) -> Completion` (the batch driver in `actors/` passes
@@ -13,6 +15,7 @@ handles to provider and coordinator actors; tests pass fakes).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import math
@@ -29,6 +32,7 @@ import msgspec
 from orchestray.errors import OrchestrayError, RequestError, error_code
 from orchestray.messages import ChatRequest, Completion, Span
 from orchestray.openai_format import completion_body, parse_chat_body
+from orchestray.output_lock import OutputLock
 
 __all__ = [
     "OutputRecord",
@@ -361,7 +365,12 @@ async def run_batch(
     known: Callable[[str], bool],
     options: BatchOptions | None = None,
     on_done: Callable[[BatchResult], Awaitable[None]] | None = None,
+    lock: OutputLock | None = None,
+    on_record: Callable[[OutputRecord], None] | None = None,
 ) -> BatchResult:
+    """Answer every line of `input_path` into `output_path`; `lock`, when given, is the output's
+    lock already held; `on_record` sees each record as it is written (the Python API's batch
+    iterator)."""
     options = options or BatchOptions()
     source, target = Path(input_path), Path(output_path)
     if not source.is_file():
@@ -369,11 +378,32 @@ async def run_batch(
     if options.route and not known(options.route):
         raise RequestError(f"--route {options.route!r} names no provider or route")
     target.parent.mkdir(parents=True, exist_ok=True)
-    done = _prepare_output(target, options.retry_errors)
-    total = _count_lines(source)
-    result = BatchResult()
-    progress = _Progress(total, options.progress, options.progress_interval_s)
-    started = time.monotonic()
+    # Taken before the output is read: resuming and rewriting it are the writer's alone.
+    with contextlib.nullcontext(lock) if lock is not None else OutputLock(target) as lock:
+        done = _prepare_output(target, options.retry_errors)
+        total = _count_lines(source)
+        result = BatchResult()
+        progress = _Progress(total, options.progress, options.progress_interval_s)
+        started = time.monotonic()
+        await _run_lines(source, target, done, lock, resolve, known, options, result, progress)
+        result.wall_s = time.monotonic() - started
+    if on_done is not None:
+        await on_done(result)
+    progress.show(result, final=True)
+    return result
+
+
+async def _run_lines(
+    source: Path,
+    target: Path,
+    done: _LineSet,
+    lock: OutputLock,
+    resolve: Callable[[str], Model],
+    known: Callable[[str], bool],
+    options: BatchOptions,
+    result: BatchResult,
+    progress: _Progress,
+) -> None:
     # One 64-bit digest per custom_id catches duplicates in a fraction of the ids' own memory.
     seen_ids: set[int] = set()
     window = asyncio.Semaphore(options.max_in_flight)
@@ -382,8 +412,11 @@ async def run_batch(
     with target.open("ab") as out:
 
         def write(record: OutputRecord) -> None:
+            lock.check()  # a run whose lock was taken over must not write beside the new holder
             out.write(_encode(record) + b"\n")
             out.flush()
+            if on_record is not None:
+                on_record(record)
 
         async def call(line: _Line) -> None:
             try:
@@ -393,35 +426,39 @@ async def run_batch(
                 window.release()
                 progress.show(result)
 
-        with source.open("rb") as f:
-            for number, raw in enumerate(f, start=1):
-                result.lines += 1
-                if not raw.strip():
+        try:
+            with source.open("rb") as f:
+                for number, raw in enumerate(f, start=1):
+                    result.lines += 1
+                    if not raw.strip():
+                        if number in done:
+                            result.skipped += 1
+                            continue
+                        result.invalid += 1
+                        write(OutputRecord(_record_id(number), None, None, BatchError("empty_line", f"line {number}: the line is empty")))
+                        continue
+                    parsed = _parse_line(raw, number, seen_ids, options.route, known)
                     if number in done:
                         result.skipped += 1
                         continue
-                    result.invalid += 1
-                    write(OutputRecord(_record_id(number), None, None, BatchError("empty_line", f"line {number}: the line is empty")))
-                    continue
-                parsed = _parse_line(raw, number, seen_ids, options.route, known)
-                if number in done:
-                    result.skipped += 1
-                    continue
-                if isinstance(parsed, OutputRecord):
-                    result.invalid += 1
-                    write(parsed)
-                    continue
-                await window.acquire()
-                task = asyncio.create_task(call(parsed))
-                running.add(task)
-                task.add_done_callback(running.discard)
-            while running:
-                await asyncio.gather(*list(running))
-    result.wall_s = time.monotonic() - started
-    if on_done is not None:
-        await on_done(result)
-    progress.show(result, final=True)
-    return result
+                    if isinstance(parsed, OutputRecord):
+                        result.invalid += 1
+                        write(parsed)
+                        continue
+                    await window.acquire()
+                    task = asyncio.create_task(call(parsed))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                while running:
+                    await asyncio.gather(*list(running))
+        except BaseException:
+            # Cancelled (Ctrl-C) or failed: stop the calls in flight and wait until they have
+            # stopped, so each is either written whole or not at all (and runs on resume), and
+            # their cancellations reach the actors before the loop closes.
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            raise
 
 
 async def _answer(line: _Line, resolve: Callable[[str], Model], result: BatchResult) -> OutputRecord:

@@ -40,8 +40,9 @@ class LimitsConfig(_Strict):
     rpm: float | None = Field(default=None, gt=0, description="requests per minute")
     tpm: float | None = Field(default=None, gt=0, description="tokens per minute")
     max_concurrency: int | None = Field(default=None, gt=0)
-    burst_s: float = Field(default=0.25, gt=0, le=60, description="seconds of quota sent at once")
-    headroom: float = Field(default=0.99, gt=0, le=1, description="fraction of the limit aimed at")
+    burst_s: float = Field(default=0.1, ge=0, le=60, description="how far behind its schedule the pace may catch up at once")
+    headroom: float = Field(default=0.995, gt=0, le=1, description="fraction of the limit paced at")
+    window_s: float = Field(default=1.0, gt=0, le=3600, description="the span the provider enforces over")
 
     def to_limits(self) -> Limits:
         return Limits(
@@ -50,6 +51,7 @@ class LimitsConfig(_Strict):
             max_concurrency=self.max_concurrency,
             burst_s=self.burst_s,
             headroom=self.headroom,
+            window_s=self.window_s,
         )
 
 
@@ -70,7 +72,12 @@ class SimulatedConfig(_Strict):
 
 
 class CircuitConfig(_Strict):
-    failure_threshold: int = Field(default=5, gt=0)
+    """Open when `failure_rate` of the calls ended in the last `window_s` failed, once at least
+    `min_calls` ended there; stay open `cooldown_s`, then probe."""
+
+    failure_rate: float = Field(default=0.5, gt=0, le=1)
+    min_calls: int = Field(default=20, gt=0)
+    window_s: float = Field(default=30.0, gt=0)
     cooldown_s: float = Field(default=10.0, ge=0)
 
 
@@ -89,6 +96,10 @@ class ProviderConfig(_Strict):
     max_retries: int = Field(default=4, ge=0, le=20)
     circuit: CircuitConfig = CircuitConfig()
     simulated: SimulatedConfig | None = None
+    # kind: anthropic. Anthropic's newest models answer 400 "`temperature` is deprecated for
+    # this model"; true retries such a call once without temperature/top_p/top_k and leaves them
+    # out for that model from then on (the trace's `dropped` says so); false passes the 400 on.
+    drop_deprecated_sampling: bool = True
 
     @model_validator(mode="before")
     @classmethod
@@ -182,6 +193,13 @@ class RoutingRoute(_Route):
     default: str
 
 
+class BalanceRoute(_Route):
+    """Spread calls over members in proportion to their free quota (several keys or deployments)."""
+
+    pattern: Literal["balance"]
+    providers: list[str] = Field(min_length=1)
+
+
 class FallbackRoute(_Route):
     pattern: Literal["fallback"]
     providers: list[str] = Field(min_length=1)
@@ -194,7 +212,7 @@ class PipelineRoute(_Route):
 
 
 Route = Annotated[
-    Union[RaceRoute, EnsembleRoute, CascadeRoute, TreeOfThoughtRoute, RoutingRoute, FallbackRoute, PipelineRoute],
+    Union[RaceRoute, EnsembleRoute, CascadeRoute, TreeOfThoughtRoute, RoutingRoute, FallbackRoute, PipelineRoute, BalanceRoute],
     Field(discriminator="pattern"),
 ]
 
@@ -228,6 +246,9 @@ class ServeConfig(_Strict):
     requests_per_minute_per_key: float | None = Field(default=None, gt=0)
     spend_per_hour_per_key: float | None = Field(default=None, gt=0)
     max_body_bytes: int = Field(default=1_000_000, gt=0)
+    # Without gateway keys, anyone who reaches the gateway spends the providers' keys: a config with
+    # a real provider must name keys or say on purpose that it serves open.
+    allow_unauthenticated: bool = False
 
 
 class BatchConfig(_Strict):
@@ -235,11 +256,84 @@ class BatchConfig(_Strict):
     workers: int | None = Field(default=None, gt=0, description="batch workers for routes (default: 2 per node)")
 
 
+# What one deployment of a provider may set for itself; the rest it shares with its siblings.
+_DEPLOYMENT_FIELDS = {"base_url", "api_key_env", "model", "limits", "price", "timeout_s", "max_retries", "circuit"}
+
+
+def _deployments(provider: dict, index: int) -> list[dict] | None:
+    """The member providers of one listing several keys or deployments; None for a single one.
+
+    `api_key_env: [A, B]` or `base_url: [u1, u2]` (lists of one length), or `deployments:` with
+    per-member settings. Members are named `NAME:1`, `NAME:2`, ... and keep the model's name.
+    """
+    where = f"providers[{index}]"
+    listed = [f for f in ("api_key_env", "base_url") if isinstance(provider.get(f), list)]
+    deployments = provider.get("deployments")
+    if deployments is None and not listed:
+        return None
+    if deployments is not None:
+        if listed:
+            raise _FieldError(f"{where}.deployments", f"give deployments or a list of {listed[0]}, not both")
+        if not isinstance(deployments, list) or not deployments:
+            raise _FieldError(f"{where}.deployments", "must be a non-empty list of mappings")
+        specs = deployments
+    else:
+        lengths = {len(provider[f]) for f in listed}
+        if len(lengths) > 1:
+            raise _FieldError(f"{where}.base_url", "the api_key_env and base_url lists must be the same length")
+        count = lengths.pop()
+        if count == 0:
+            raise _FieldError(f"{where}.{listed[0]}", "must not be an empty list")
+        specs = [{f: provider[f][j] for f in listed} for j in range(count)]
+    shared = {k: v for k, v in provider.items() if k != "deployments" and k not in listed}
+    name = provider.get("name")
+    members = []
+    for j, spec in enumerate(specs):
+        if not isinstance(spec, dict):
+            raise _FieldError(f"{where}.deployments[{j}]", "must be a mapping")
+        unknown = set(spec) - _DEPLOYMENT_FIELDS
+        if unknown:
+            raise _FieldError(
+                f"{where}.deployments[{j}]",
+                f"unknown field(s) {', '.join(sorted(unknown))}; a deployment sets {', '.join(sorted(_DEPLOYMENT_FIELDS))}",
+            )
+        member = {**shared, **spec, "name": f"{name}:{j + 1}"}
+        if isinstance(shared.get("limits"), dict) and isinstance(spec.get("limits"), dict):
+            member["limits"] = {**shared["limits"], **spec["limits"]}
+        member.setdefault("model", shared.get("model") or name)
+        members.append(member)
+    return members
+
+
 class Config(_Strict):
     providers: list[ProviderConfig] = Field(min_length=1)
     routes: dict[str, Route] = {}
     serve: ServeConfig = ServeConfig()
     batch: BatchConfig = BatchConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_deployments(cls, data: Any) -> Any:
+        """A provider with several keys or deployments becomes one provider each (its own
+        limits, circuit and stats) and a `balance` route of its name over them."""
+        if not isinstance(data, dict) or not isinstance(data.get("providers"), list):
+            return data
+        providers, routes = [], dict(data.get("routes") or {})
+        for i, provider in enumerate(data["providers"]):
+            members = _deployments(provider, i) if isinstance(provider, dict) else None
+            if members is None:
+                providers.append(provider)
+                continue
+            name = provider.get("name")
+            if name in routes:
+                raise _FieldError(f"routes.{name}", f"providers[{i}] lists several deployments, so {name!r} is their balance route")
+            providers.extend(members)
+            routes[name] = {
+                "pattern": "balance",
+                "providers": [m["name"] for m in members],
+                "description": f"{len(members)} deployments of {name}",
+            }
+        return {**data, "providers": providers, "routes": routes}
 
     @field_validator("routes")
     @classmethod
@@ -310,7 +404,7 @@ def _format_location(loc: tuple[Any, ...], data: Any) -> str:
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item in {"race", "ensemble", "cascade", "tree_of_thought", "route", "fallback", "pipeline"} and parts:
+        elif item in {"race", "ensemble", "cascade", "tree_of_thought", "route", "fallback", "pipeline", "balance"} and parts:
             continue  # the discriminator's tag adds nothing for the reader
         else:
             parts.append(("." if parts else "") + str(item))
@@ -338,7 +432,7 @@ def parse_config(data: Any, source: str = "<config>", environ: Mapping[str, str]
             elif e["type"] == "literal_error" and e["loc"] and e["loc"][-1] == "kind":
                 message = f"unknown provider kind {e.get('input')!r}; use openai, anthropic or simulated"
             elif e["type"] == "union_tag_invalid":
-                message = f"unknown pattern {e.get('input', {}).get('pattern') if isinstance(e.get('input'), dict) else ''!r}; use race, ensemble, cascade, tree_of_thought, route, fallback or pipeline"
+                message = f"unknown pattern {e.get('input', {}).get('pattern') if isinstance(e.get('input'), dict) else ''!r}; use race, ensemble, cascade, tree_of_thought, route, fallback, pipeline or balance"
             lines.append(f"{source}: {_format_location(e['loc'], data)}: {message}")
         raise ConfigError("\n".join(lines)) from None
     if environ is not None:

@@ -12,7 +12,8 @@
     │   │   └── CircuitOpenError     the provider is cooling down after repeated failures
     │   ├── BadRequestError          400/404/422 from the provider
     │   └── AuthenticationError      401/403: the key is missing, wrong or not allowed
-    └── AllFailedError               every branch of a coordinator failed (carries `causes`)
+    ├── AllFailedError               every branch of a coordinator failed (carries `causes`)
+    └── OutputInUseError             another run is writing the batch output (names its holder)
 
 Messages never carry an API key: provider messages pass through `redact` before they are kept.
 """
@@ -35,6 +36,7 @@ __all__ = [
     "BadRequestError",
     "AuthenticationError",
     "AllFailedError",
+    "OutputInUseError",
     "redact",
     "error_code",
 ]
@@ -77,7 +79,7 @@ class RequestError(OrchestrayError):
 class UnknownModelError(RequestError):
     def __init__(self, model: str, known: list[str] | tuple[str, ...] = ()):
         hint = f"; known: {', '.join(sorted(known))}" if known else ""
-        super().__init__(f"unknown model {model!r}: no provider or route has that name{hint}")
+        super().__init__(f"unknown model {model!r}: no provider or route has that name{hint}", param="model")
         self.model = model
 
 
@@ -121,13 +123,16 @@ class ProviderTimeoutError(ProviderError):
 class ProviderUnavailableError(ProviderError):
     retryable = True
 
+    def __init__(self, message: str, *, provider: str = "", status: int | None = None, retry_after: float | None = None):
+        super().__init__(message, provider=provider, status=status)
+        self.retry_after = retry_after  # seconds after which trying again makes sense, when known
+
 
 class CircuitOpenError(ProviderUnavailableError):
     retryable = False
 
     def __init__(self, message: str, *, provider: str = "", retry_after: float = 0.0):
-        super().__init__(message, provider=provider)
-        self.retry_after = retry_after
+        super().__init__(message, provider=provider, retry_after=retry_after)
 
 
 class BadRequestError(ProviderError):
@@ -143,6 +148,10 @@ class AllFailedError(OrchestrayError):
         listed = "; ".join(f"{type(c).__name__}: {c}" for c in causes) or "no branch ran"
         super().__init__(f"{what}: all failed ({listed})")
         self.causes = list(causes)
+
+
+class OutputInUseError(OrchestrayError):
+    pass
 
 
 _KEYISH = re.compile(r"\b(sk-[A-Za-z0-9_\-*]{6,}|sk-ant-[A-Za-z0-9_\-*]{6,}|Bearer\s+\S+)")
@@ -169,6 +178,7 @@ def error_code(err: BaseException) -> str:
         (BadRequestError, "provider_bad_request"),
         (AuthenticationError, "authentication_failed"),
         (AllFailedError, "all_failed"),
+        (OutputInUseError, "output_in_use"),
         (ConfigError, "config_error"),
     ]
     for cls, code in codes:

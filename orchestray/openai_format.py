@@ -42,7 +42,9 @@ __all__ = [
     "completion_body",
     "chunk_body",
     "usage_body",
+    "trace_extension",
     "validation_message",
+    "describe_errors",
     "new_id",
 ]
 
@@ -236,7 +238,7 @@ class ChatCompletionBody(BaseModel):
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     logit_bias: dict[str, float] | None = None
-    reasoning_effort: Literal["minimal", "low", "medium", "high", "none", "xhigh"] | None = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
     user: str | None = None
     metadata: dict[str, str] | None = None
     store: bool | None = None
@@ -261,8 +263,10 @@ class ChatCompletionBody(BaseModel):
             response_format = ResponseFormat("json_schema", spec.name, spec.schema_, spec.strict, spec.description)
         choice = self.tool_choice
         extra = dict(self.model_extra or {})
-        if self.logprobs is None and self.top_logprobs is not None:
-            raise RequestError("top_logprobs: needs logprobs: true")
+        if not self.logprobs and self.top_logprobs is not None:
+            raise RequestError("top_logprobs: needs logprobs: true", param="top_logprobs")
+        # A null field is a field not set (OpenAI's own reading), not a value to pass on.
+        extra = {key: value for key, value in extra.items() if value is not None}
         return ChatRequest(
             messages=tuple(_message(m) for m in self.messages),
             model=self.model,
@@ -332,16 +336,51 @@ def _message(m) -> Message:
     return Message(m.role, _text_of(m.content), name=m.name)
 
 
-def validation_message(err: ValidationError) -> str:
-    """One line per problem: `messages[0].role: Input should be 'system', 'user', ...`."""
+def _where(loc: tuple, body: Any, missing: bool) -> str:
+    """A pydantic error location as a path into the body (`messages[0].content`).
+
+    Pydantic puts union members and discriminator tags in the location (`messages.0.user.content`,
+    `stop.str`); only the steps that are keys or indices of the body itself are kept, and the
+    last step of a missing field.
+    """
+    where = ""
+    value = body
+    tagged = False  # the discriminator's value (a part's type, a message's role) was stepped over
+    for i, part in enumerate(loc):
+        if isinstance(part, int) and isinstance(value, list) and 0 <= part < len(value):
+            where += f"[{part}]"
+            value, tagged = value[part], False
+        elif isinstance(value, dict) and not tagged and part in (value.get("type"), value.get("role")):
+            tagged = True  # {"type": "text", "text": ...}: the first "text" is the tag
+        elif isinstance(part, str) and isinstance(value, dict) and part in value:
+            where += f".{part}" if where else part
+            value, tagged = value[part], False
+        elif missing and i == len(loc) - 1 and isinstance(part, str):
+            where += f".{part}" if where else part
+    return where
+
+
+def describe_errors(errors: list[dict[str, Any]], body: Any) -> tuple[str, str | None]:
+    """(One line per problem, the field at fault): `messages[0].role: Input should be ...`.
+
+    The field is the deepest path among the problems: of a union's failed members (`content` as a
+    string, or as parts), the one that got furthest says best what was wrong."""
     lines = []
-    for e in err.errors():
-        where = ""
-        for part in e["loc"]:
-            where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
-        message = "unknown field" if e["type"] == "extra_forbidden" else e["msg"]
+    param = None
+    for e in errors:
+        loc = tuple(e.get("loc", ()))
+        if loc[:1] == ("body",):  # FastAPI's prefix
+            loc = loc[1:]
+        where = _where(loc, body, e.get("type") == "missing")
+        message = "unknown field" if e.get("type") == "extra_forbidden" else e.get("msg", "invalid")
         lines.append(f"{where or 'body'}: {message}")
-    return "; ".join(lines)
+        if where and (param is None or len(where) > len(param)):
+            param = where
+    return "; ".join(lines) or "invalid request body", param
+
+
+def validation_message(err: ValidationError, body: Any = None) -> str:
+    return describe_errors(err.errors(), body)[0]
 
 
 def parse_chat_body(body: Any, request_id: str = "") -> ChatRequest:
@@ -350,7 +389,7 @@ def parse_chat_body(body: Any, request_id: str = "") -> ChatRequest:
     try:
         return ChatCompletionBody.model_validate(body).to_request(request_id)
     except ValidationError as err:
-        raise RequestError(validation_message(err)) from None
+        raise RequestError(*describe_errors(err.errors(), body)) from None
 
 
 # Requests as OpenAI bodies (what the OpenAI backend sends) ──────────────────────────────────
@@ -499,7 +538,7 @@ def _choice_body(choice: Choice) -> dict[str, Any]:
     }
 
 
-def _extension(completion: Completion) -> dict[str, Any]:
+def trace_extension(completion: Completion) -> dict[str, Any]:
     return {
         "provider": completion.provider,
         "cost": completion.cost,
@@ -522,7 +561,7 @@ def completion_body(
         "usage": usage_body(completion),
     }
     if extension:
-        body["orchestray"] = _extension(completion)
+        body["orchestray"] = trace_extension(completion)
     return body
 
 
@@ -546,7 +585,7 @@ def chunk_body(
         body["choices"] = []
         body["usage"] = usage_body(completion)
         if extension:
-            body["orchestray"] = _extension(completion)
+            body["orchestray"] = trace_extension(completion)
         return body
     piece: dict[str, Any] = {}
     if role:

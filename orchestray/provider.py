@@ -7,6 +7,7 @@ the same code runs in a unit test with a fake clock and in a Ray actor with the 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import random
 import time
@@ -16,11 +17,12 @@ from typing import AsyncIterator, Awaitable, Callable, Protocol
 import msgspec
 import tenacity
 
-from orchestray.backends import Backend, Reply
+from orchestray.backends import Backend, Quota, Reply
 from orchestray.config import ProviderConfig
 from orchestray.errors import (
     CircuitOpenError,
     OrchestrayError,
+    ProviderError,
     ProviderTimeoutError,
     ProviderUnavailableError,
     RateLimitedError,
@@ -34,6 +36,8 @@ __all__ = ["Provider", "AdmissionGate", "ProviderStats", "ProviderMetrics", "DEF
 
 # Tokens budgeted for an answer when the request sets no max_tokens (what providers assume too).
 DEFAULT_OUTPUT_BUDGET = 256
+
+_log = logging.getLogger("orchestray.provider")
 
 
 class ProviderMetrics(Protocol):
@@ -75,6 +79,9 @@ class ProviderStats(msgspec.Struct, kw_only=True):
     latency_p95_s: float | None = None
     latency_p99_s: float | None = None
     circuit: str = "closed"
+    limit_rpm: float | None = None  # the limits in force: configured, lowered or learned from headers
+    limit_tpm: float | None = None
+    paused_s: float = 0.0  # how long admissions are held back still (after a 429 or an empty quota)
 
 
 class AdmissionGate:
@@ -94,13 +101,14 @@ class AdmissionGate:
 
     async def acquire(self, tokens: int) -> Permit:
         self.waiting += 1
+        joined = self._clock()
         try:
             async with self._line:
                 while True:
                     now = self._clock()
                     wait = self.limiter.delay(tokens, now)
                     if wait <= 0:
-                        return self.limiter.admit(tokens, now)
+                        return self.limiter.admit(tokens, now, waiting_since=joined)
                     if math.isinf(wait):
                         self._released.clear()
                         await self._released.wait()
@@ -155,7 +163,9 @@ class Provider:
         self.limiter = RateLimiter(config.limits.to_limits(), clock())
         self.gate = AdmissionGate(self.limiter, clock, sleep)
         self.retry = RetryPolicy(max_retries=config.max_retries)
-        self.circuit = CircuitBreaker(config.circuit.failure_threshold, config.circuit.cooldown_s)
+        circuit = config.circuit
+        self.circuit = CircuitBreaker(circuit.failure_rate, circuit.min_calls, circuit.window_s, circuit.cooldown_s)
+        self._circuit_verdict = asyncio.Event()  # set (and replaced) when a probe's verdict is in
         self.stats = ProviderStats(name=config.name)
         self.latencies = _Latencies()
 
@@ -171,10 +181,12 @@ class Provider:
         started = self._clock()
         attempts = 0
 
+        deadline = self._deadline(request, started)
+
         async def attempt() -> Reply:
             nonlocal attempts
             attempts += 1
-            return await self._attempt(request, prompt_tokens, budget)
+            return await self._attempt(request, prompt_tokens, budget, deadline)
 
         try:
             reply = await self._with_retries(request, attempt)
@@ -194,13 +206,15 @@ class Provider:
         started = self._clock()
         attempts = 0
 
+        deadline = self._deadline(request, started)
+
         async def open_stream():
             nonlocal attempts
             attempts += 1
-            return await self._open_stream(request, prompt_tokens, budget)
+            return await self._open_stream(request, prompt_tokens, budget, deadline)
 
         try:
-            permit, pieces, first = await self._with_retries(request, open_stream)
+            permit, pieces, first, admitted_at = await self._with_retries(request, open_stream)
         except BaseException as err:
             self._fail(err, started, attempts)
             raise
@@ -213,12 +227,13 @@ class Provider:
                 yield item if isinstance(item, Chunk) else Chunk(delta=item)
                 item = await self._guard(anext(pieces), timeout)
             used = item.input_tokens + item.output_tokens
+            self._learn(item.quota, permit)
             yield Chunk(done=True, completion=self._succeed(item, started, attempts))
         except (asyncio.CancelledError, GeneratorExit) as err:
             self._fail(err, started, attempts)  # the caller stopped listening: a cancel
             raise
         except BaseException as err:
-            self._record_failure(err)
+            self._record_failure(err, admitted_at)
             self._fail(err, started, attempts)
             raise
         finally:
@@ -251,35 +266,67 @@ class Provider:
         self.stats.retries += 1
         self._metrics.retried(self.name)
 
-    def _check_circuit(self) -> None:
-        wait = self.circuit.retry_after(self._clock())
-        if wait > 0:
-            raise CircuitOpenError(
-                f"cooling down after {self.circuit.failures} failures in a row; next try in {wait:.1f}s",
-                provider=self.name,
-                retry_after=wait,
-            )
+    def _deadline(self, request: ChatRequest, started: float) -> float:
+        """When a call gives up waiting for the circuit: the time its attempts may take at most."""
+        retries = self.retry.max_retries if request.max_retries is None else request.max_retries
+        return started + (request.timeout_s or self.config.timeout_s) * (retries + 1)
 
-    async def _attempt(self, request: ChatRequest, prompt_tokens: int, budget: int) -> Reply:
-        self._check_circuit()
+    async def _through_circuit(self, request: ChatRequest, deadline: float) -> float:
+        """Wait, if need be, until the circuit lets this call go; return the time it did.
+
+        A call asked with `max_retries=0` has somewhere else to go (a fallback's next member):
+        an open circuit fails it at once. Any other call has no alternative, so it waits for
+        the half-open probe's verdict, as long as its own deadline allows.
+        """
+        while True:
+            now = self._clock()
+            wait = self.circuit.retry_after(now)
+            if wait <= 0:
+                return now
+            left = deadline - now
+            probing = self.circuit.state == "half-open"
+            if request.max_retries == 0 or left <= 0 or (wait > left and not probing):
+                failures, calls = self.circuit.opened_after
+                raise CircuitOpenError(
+                    f"cooling down: {failures} of the last {calls} calls failed; next try in {wait:.1f}s",
+                    provider=self.name,
+                    retry_after=wait,
+                )
+            await self._wait_for_verdict(min(wait, left))
+
+    async def _wait_for_verdict(self, timeout_s: float) -> None:
+        timer = asyncio.ensure_future(self._sleep(timeout_s))
+        verdict = asyncio.ensure_future(self._circuit_verdict.wait())
+        try:
+            await asyncio.wait((timer, verdict), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+            verdict.cancel()
+
+    def _circuit_moved(self) -> None:
+        self._circuit_verdict.set()
+        self._circuit_verdict = asyncio.Event()
+
+    async def _attempt(self, request: ChatRequest, prompt_tokens: int, budget: int, deadline: float) -> Reply:
+        admitted_at = await self._through_circuit(request, deadline)
         permit = await self.gate.acquire(budget)
         used: int | None = None
         try:
             reply = await self._guard(self.backend.complete(request), request.timeout_s or self.config.timeout_s)
             used = reply.input_tokens + reply.output_tokens
-            self._after_reply(reply)
+            self._after_reply(reply, permit, admitted_at)
             return reply
         except asyncio.CancelledError:
             used = prompt_tokens  # aborted before any answer: give back the answer's budget
             raise
         except BaseException as err:
-            self._record_failure(err)
+            self._record_failure(err, admitted_at)
             raise
         finally:
             self.gate.release(permit, used)
 
-    async def _open_stream(self, request: ChatRequest, prompt_tokens: int, budget: int):
-        self._check_circuit()
+    async def _open_stream(self, request: ChatRequest, prompt_tokens: int, budget: int, deadline: float):
+        admitted_at = await self._through_circuit(request, deadline)
         permit = await self.gate.acquire(budget)
         pieces = aiter(self.backend.stream(request))
         try:
@@ -289,11 +336,11 @@ class Provider:
             await pieces.aclose()
             raise
         except BaseException as err:
-            self._record_failure(err)
+            self._record_failure(err, admitted_at)
             self.gate.release(permit, None)
             await pieces.aclose()
             raise
-        return permit, pieces, first
+        return permit, pieces, first, admitted_at
 
     async def _guard(self, awaitable: Awaitable, timeout_s: float):
         try:
@@ -304,25 +351,42 @@ class Provider:
         except StopAsyncIteration:
             raise ProviderUnavailableError("the stream ended without a final usage report", provider=self.name) from None
 
-    def _after_reply(self, reply: Reply) -> None:
-        self.circuit.record_success()
-        quota = reply.quota
-        if quota is not None:
-            now = self._clock()
-            self.limiter.on_quota(quota.remaining_requests, quota.reset_requests_s, now)
-            self.limiter.on_quota(quota.remaining_tokens, quota.reset_tokens_s, now)
+    def _after_reply(self, reply: Reply, permit: Permit, admitted_at: float) -> None:
+        if self.circuit.record_success(self._clock(), admitted_at):
+            self._circuit_moved()
+        self._learn(reply.quota, permit)
 
-    def _record_failure(self, err: BaseException) -> None:
+    def _learn(self, quota: Quota | None, permit: Permit | None) -> None:
+        """Every answer's rate-limit headers teach the limiter the provider's limits and load."""
+        if quota is None:
+            return
+        now = self._clock()
+        observe = self.limiter.observe
+        for warning in (
+            observe("requests", quota.limit_requests, quota.remaining_requests, quota.reset_requests_s, permit, now),
+            observe("tokens", quota.limit_tokens, quota.remaining_tokens, quota.reset_tokens_s, permit, now),
+        ):
+            if warning is not None:
+                _log.warning("provider %s: %s", self.name, warning)
+
+    def _record_failure(self, err: BaseException, admitted_at: float) -> None:
         now = self._clock()
         if isinstance(err, RateLimitedError):
             self.stats.rate_limited += 1
             self._metrics.rate_limited(self.name)
+            self._learn(getattr(err, "quota", None), None)
             self.limiter.on_rate_limited(err.retry_after, now)
-        elif isinstance(err, ProviderTimeoutError):
+        if isinstance(err, ProviderTimeoutError):
             self.stats.timeouts += 1
-            self.circuit.record_failure(now)
-        elif isinstance(err, ProviderUnavailableError) and not isinstance(err, CircuitOpenError):
-            self.circuit.record_failure(now)
+        if isinstance(err, (ProviderTimeoutError, ProviderUnavailableError)):
+            moved = self.circuit.record_failure(now, admitted_at)
+        elif isinstance(err, ProviderError):
+            # A 429, a 400 or a refused key: the provider answered, so it is up.
+            moved = self.circuit.record_success(now, admitted_at)
+        else:
+            return  # cancelled, or a fault of ours: says nothing of the provider
+        if moved:
+            self._circuit_moved()
 
     async def latency_quantile(self, q: float, min_samples: int = 1) -> float | None:
         """A latency percentile of recent calls (a race hedges at the p95); None without data."""
@@ -396,6 +460,7 @@ class Provider:
             )
 
     def snapshot(self) -> ProviderStats:
+        limits = self.limiter.learned()
         stats = msgspec.structs.replace(
             self.stats,
             in_flight=self.limiter.in_flight,
@@ -404,6 +469,9 @@ class Provider:
             latency_p95_s=self.latencies.quantile(0.95),
             latency_p99_s=self.latencies.quantile(0.99),
             circuit=self.circuit.state,
+            limit_rpm=limits["rpm"],
+            limit_tpm=limits["tpm"],
+            paused_s=max(0.0, self.limiter.paused_until - self._clock()),
         )
         return stats
 

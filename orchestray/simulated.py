@@ -52,9 +52,6 @@ __all__ = [
     "SimProfile",
     "SimAnswer",
     "stream_pieces",
-    "json_answer",
-    "is_answer_tool",
-    "token_logprobs",
     "SimulatedModel",
     "DEFAULT_PROFILES",
     "SUPPORTED_FIELDS",
@@ -470,7 +467,7 @@ class SimulatedModel:
                 confidence = stated[0] if stated else self._confidence(rng, correct)
             if wants_json:
                 schema = fmt.schema if fmt.type == "json_schema" else _schema_in_prompt(request.messages)
-                text = json_answer(schema, text, confidence, question)
+                text = _json_answer(schema, text, confidence, question)
             elif confidence is not None and not stated:
                 text = f"{text}\nConfidence: {confidence:.2f}"
             if plan is not None:
@@ -483,7 +480,7 @@ class SimulatedModel:
                 output_tokens = estimate_tokens(text)
         latency_ms = profile.latency_ms * math.exp(profile.latency_sigma * latency_noise)
         latency_ms += output_tokens * profile.ms_per_output_token
-        logprobs = token_logprobs(text, rng, correct, request.top_logprobs or 0) if request.logprobs else None
+        logprobs = _token_logprobs(text, rng, correct, request.top_logprobs or 0) if request.logprobs else None
         return SimAnswer(
             text=text,
             input_tokens=request.prompt_tokens(),
@@ -612,7 +609,7 @@ def _tool_to_call(request: ChatRequest, question: str, answered: bool) -> tuple[
 
     A tool that fits the question (by name and description, arithmetic to a calculator) is an
     action: "auto" calls it while no tool has answered this turn. A tool whose input is the
-    answer itself (`is_answer_tool`: pydantic-ai's final_result, instructor's and LangChain's
+    answer itself (`_is_answer_tool`: pydantic-ai's final_result, instructor's and LangChain's
     structured-output tools, a JSON-output tool) is called with the answer when no action is
     due. "required" always calls one, as the APIs force it; a named tool is called either way,
     with the answer when it does not fit the question.
@@ -634,9 +631,9 @@ def _tool_to_call(request: ChatRequest, question: str, answered: bool) -> tuple[
         name = (choice.get("function") or {}).get("name") or choice.get("name")
         for tool in tools:
             if tool.name == name:
-                return tool, is_answer_tool(tool) or _fit(tool, asked, arithmetic) == 0
+                return tool, _is_answer_tool(tool) or _fit(tool, asked, arithmetic) == 0
         raise RequestError(f"tool_choice: names {name!r}, which is not one of the tools", param="tool_choice")
-    answering = [t for t in tools if is_answer_tool(t)]
+    answering = [t for t in tools if _is_answer_tool(t)]
     actions = [t for t in tools if t not in answering]
     best, best_score = (actions[0] if actions else None), 0
     for tool in actions:
@@ -665,7 +662,7 @@ _ANSWER_TOOL_NAME = frozenset(
 _ANSWER_TOOL_ABOUT = frozenset({"final", "answer", "extracted", "extract", "structured"})
 
 
-def is_answer_tool(tool: Tool) -> bool:
+def _is_answer_tool(tool: Tool) -> bool:
     """Whether a tool's input is the answer itself rather than an action: its name or
     description says so ("final_result", "Correctly extracted `Person`...", "Give your final
     answer as this tool's input"), or its schema has an answer field. Never a calculator."""
@@ -839,7 +836,7 @@ def _typed(value: str) -> int | float | str:
     return value
 
 
-def json_answer(schema: Mapping[str, Any] | None, text: str, confidence: float | None, question: str) -> str:
+def _json_answer(schema: Mapping[str, Any] | None, text: str, confidence: float | None, question: str) -> str:
     """The answer in `text` (its `Answer:` line, or all of it) as JSON: `{"answer": ...}` for
     json_object, an instance of `schema` carrying it for json_schema."""
     head, marker, tail = text.rpartition("\nAnswer:")
@@ -900,7 +897,7 @@ def _answer_field(filler: SchemaFiller, root: Mapping[str, Any], value: Any) -> 
 _ALTERNATIVES = (" the", " a", ",", ".", " and", " of", " to", " is", "\n", " it", " in", " that", ":", " =", " 1", " 2")
 
 
-def token_logprobs(text: str, rng: random.Random, correct: bool, top: int) -> dict[str, Any]:
+def _token_logprobs(text: str, rng: random.Random, correct: bool, top: int) -> dict[str, Any]:
     """OpenAI-shaped logprobs of `text`, one token per four characters (as `estimate_tokens`
     counts them). A right answer is said with more certainty than a wrong one."""
     content = []

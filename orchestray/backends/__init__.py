@@ -28,7 +28,9 @@ def refuse_unsupported(request: ChatRequest, provider: str, kind: str, supported
     for field in request.set_fields():
         if field in supported or (field.startswith("extra_body.") and "extra_body.*" in supported):
             continue
-        raise RequestError(f"{field}: not supported by provider {provider!r} ({kind})", param=field)
+        # OpenAI's `param` names the body's own field: `audio`, not `extra_body.audio`.
+        raise RequestError(f"{field}: not supported by provider {provider!r} ({kind})",
+                           param=field.removeprefix("extra_body."))
 
 
 class Backend(Protocol):

@@ -15,10 +15,14 @@ __all__ = ["Reply", "Quota", "parse_quota", "parse_retry_after"]
 
 @dataclass(slots=True)
 class Quota:
+    """The rate-limit headers of one answer: limits per minute, what remains, seconds to reset."""
+
     remaining_requests: int | None = None
     reset_requests_s: float | None = None
     remaining_tokens: int | None = None
     reset_tokens_s: float | None = None
+    limit_requests: int | None = None
+    limit_tokens: int | None = None
 
 
 @dataclass(slots=True)
@@ -57,15 +61,17 @@ def _duration_s(text: str | None) -> float | None:
     return sum(float(number) * _UNIT_S[unit] for number, unit in parts)
 
 
-def _until_s(timestamp: str | None) -> float | None:
-    """Anthropic's reset instants (RFC 3339) as seconds from now."""
+def _until_s(timestamp: str | None, now: datetime | None = None) -> float | None:
+    """Anthropic's reset instants (RFC 3339) as seconds from `now` (default: the wall clock)."""
     if not timestamp:
         return None
     try:
         when = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
 
 
 def _int(text: str | None) -> int | None:
@@ -75,20 +81,27 @@ def _int(text: str | None) -> int | None:
         return None
 
 
-def parse_quota(headers: Mapping[str, str]) -> Quota | None:
+def parse_quota(headers: Mapping[str, str], now: datetime | None = None) -> Quota | None:
+    """The rate-limit headers of either format (OpenAI's x-ratelimit-*, Anthropic's
+    anthropic-ratelimit-*), None when there are none. `now` dates Anthropic's reset instants."""
+    get = headers.get
     if "x-ratelimit-remaining-requests" in headers or "x-ratelimit-remaining-tokens" in headers:
         return Quota(
-            remaining_requests=_int(headers.get("x-ratelimit-remaining-requests")),
-            reset_requests_s=_duration_s(headers.get("x-ratelimit-reset-requests")),
-            remaining_tokens=_int(headers.get("x-ratelimit-remaining-tokens")),
-            reset_tokens_s=_duration_s(headers.get("x-ratelimit-reset-tokens")),
+            remaining_requests=_int(get("x-ratelimit-remaining-requests")),
+            reset_requests_s=_duration_s(get("x-ratelimit-reset-requests")),
+            remaining_tokens=_int(get("x-ratelimit-remaining-tokens")),
+            reset_tokens_s=_duration_s(get("x-ratelimit-reset-tokens")),
+            limit_requests=_int(get("x-ratelimit-limit-requests")),
+            limit_tokens=_int(get("x-ratelimit-limit-tokens")),
         )
     if "anthropic-ratelimit-requests-remaining" in headers or "anthropic-ratelimit-tokens-remaining" in headers:
         return Quota(
-            remaining_requests=_int(headers.get("anthropic-ratelimit-requests-remaining")),
-            reset_requests_s=_until_s(headers.get("anthropic-ratelimit-requests-reset")),
-            remaining_tokens=_int(headers.get("anthropic-ratelimit-tokens-remaining")),
-            reset_tokens_s=_until_s(headers.get("anthropic-ratelimit-tokens-reset")),
+            remaining_requests=_int(get("anthropic-ratelimit-requests-remaining")),
+            reset_requests_s=_until_s(get("anthropic-ratelimit-requests-reset"), now),
+            remaining_tokens=_int(get("anthropic-ratelimit-tokens-remaining")),
+            reset_tokens_s=_until_s(get("anthropic-ratelimit-tokens-reset"), now),
+            limit_requests=_int(get("anthropic-ratelimit-requests-limit")),
+            limit_tokens=_int(get("anthropic-ratelimit-tokens-limit")),
         )
     return None
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestray.backends._reply import parse_retry_after
+from orchestray.backends._reply import parse_quota, parse_retry_after
 from orchestray.errors import (
     AuthenticationError,
     BadRequestError,
@@ -18,7 +18,9 @@ __all__ = ["from_sdk_error", "from_status"]
 
 def from_status(status: int, message: str, headers, provider: str) -> ProviderError:
     if status == 429:
-        return RateLimitedError(message, provider=provider, status=status, retry_after=parse_retry_after(headers))
+        err = RateLimitedError(message, provider=provider, status=status, retry_after=parse_retry_after(headers))
+        err.quota = parse_quota(headers)  # a 429's headers teach the limit too (before any answer has)
+        return err
     if status in (401, 403):
         return AuthenticationError(message, provider=provider, status=status)
     if status == 408:

@@ -17,6 +17,7 @@ from orchestray.policies.extraction import Extractor, extractor
 from orchestray.policies.routing import Router
 
 from orchestray.coordinators._base import Coordinator, Model, Resolve
+from orchestray.coordinators.balance import BalanceCoordinator
 from orchestray.coordinators.cascade import CascadeCoordinator
 from orchestray.coordinators.ensemble import EnsembleCoordinator
 from orchestray.coordinators.fallback import FallbackCoordinator
@@ -33,6 +34,7 @@ __all__ = [
     "EnsembleCoordinator",
     "CascadeCoordinator",
     "FallbackCoordinator",
+    "BalanceCoordinator",
     "TreeOfThoughtCoordinator",
     "RouterCoordinator",
     "PipelineCoordinator",
@@ -66,6 +68,9 @@ def build_coordinator(name: str, config: Config, resolve: Resolve) -> Coordinato
         return RaceCoordinator(name, resolve, route.providers, route.hedge_after_ms)
     if pattern == "fallback":
         return FallbackCoordinator(name, resolve, route.providers)
+    if pattern == "balance":
+        rpm = {p.name: p.limits.rpm for p in config.providers if p.name in route.providers}
+        return BalanceCoordinator(name, resolve, route.providers, rpm=rpm)
     if pattern == "ensemble":
         return EnsembleCoordinator(
             name, resolve, route.providers, samples=route.samples, temperature=route.temperature,

@@ -1,7 +1,8 @@
 """A local provider emulator: OpenAI and Anthropic wire formats over HTTP, answered by simulated models.
 
 Tests and benchmarks point the real SDKs at it. It enforces per-model rpm/tpm limits the way
-providers do (429 with `retry-after` and rate-limit headers), injects latency, faults and hangs,
+providers do, over a sliding one-second window, calendar seconds or a bucket (`limit_mode`),
+with 429s carrying `retry-after` and rate-limit headers on every answer; injects latency, faults and hangs,
 and counts what it saw (`GET /stats`; `POST /reset`; `POST /config` to change settings live).
 
     async with Emulator(EmulatorOptions(rpm=600)) as emu:        # in the test's own loop

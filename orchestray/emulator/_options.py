@@ -6,6 +6,8 @@ import argparse
 import os
 from dataclasses import asdict, dataclass, fields, replace
 
+from ._quota import LIMIT_MODES
+
 __all__ = ["EmulatorOptions", "add_arguments", "options_from_args", "options_to_args", "API_KEY_ENV"]
 
 # The key travels by environment, not argv, so it never shows in a process listing.
@@ -19,13 +21,16 @@ class EmulatorOptions:
     `latency_ms` (with `latency_sigma` and `ms_per_output_token`) overrides every model's own
     latency so a benchmark controls it; 0 means no sleep at all, None keeps each profile's latency.
     `accuracy` is the profile of a model name that is not one of `DEFAULT_PROFILES`.
-    A hang lasts `hang_s` unless the client gives up first.
+    A hang lasts `hang_s` unless the client gives up first. Anthropic models named in
+    `reject_sampling` ("*" for all) answer 400 to temperature, top_p and top_k, as Anthropic's
+    newest models do.
     """
 
     host: str = "127.0.0.1"
     port: int = 0  # 0: an ephemeral port, read it back from the base URL
     rpm: int | None = None
     tpm: int | None = None
+    limit_mode: str = "bucket"  # how rpm/tpm are counted: sliding | fixed | bucket (see _quota)
     latency_ms: float | None = 0.0
     latency_sigma: float = 0.0
     ms_per_output_token: float = 0.0
@@ -36,12 +41,15 @@ class EmulatorOptions:
     hang_s: float = 300.0
     seed: int = 0
     api_key: str | None = None
+    reject_sampling: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("rpm", "tpm"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive (or None for unlimited), got {value}")
+        if self.limit_mode not in LIMIT_MODES:
+            raise ValueError(f"limit_mode must be one of {', '.join(LIMIT_MODES)}, got {self.limit_mode!r}")
         for name in ("fault_rate", "hang_rate", "accuracy"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -78,6 +86,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--rpm", type=int, default=None, help="requests per minute per model, enforced per second")
     add("--tpm", type=int, default=None, help="tokens per minute per model, enforced per second")
     add(
+        "--limit-mode",
+        choices=LIMIT_MODES,
+        default=default.limit_mode,
+        help="how the per-second limits count: a sliding 1 s window, calendar seconds, or a token bucket "
+        "(default: %(default)s)",
+    )
+    add(
         "--latency-ms",
         type=float,
         default=default.latency_ms,
@@ -97,6 +112,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--hang-s", type=float, default=default.hang_s, help="how long a hang lasts at most")
     add("--seed", type=int, default=default.seed)
     add(
+        "--reject-sampling",
+        action="append",
+        default=[],
+        metavar="MODEL",
+        help="this Anthropic model answers 400 \"`temperature` is deprecated for this model\" to "
+        "temperature/top_p/top_k, as Anthropic's newest do; repeatable, '*' for every model",
+    )
+    add(
         "--api-key",
         default=os.environ.get(API_KEY_ENV) or None,
         help=f"require this key (Bearer / x-api-key); default: ${API_KEY_ENV} if set",
@@ -109,6 +132,7 @@ def options_from_args(args: argparse.Namespace) -> EmulatorOptions:
         port=args.port,
         rpm=args.rpm,
         tpm=args.tpm,
+        limit_mode=args.limit_mode,
         latency_ms=None if args.profile_latency else args.latency_ms,
         latency_sigma=args.latency_sigma,
         ms_per_output_token=args.ms_per_output_token,
@@ -119,12 +143,13 @@ def options_from_args(args: argparse.Namespace) -> EmulatorOptions:
         hang_s=args.hang_s,
         seed=args.seed,
         api_key=args.api_key,
+        reject_sampling=tuple(args.reject_sampling),
     )
 
 
 def options_to_args(options: EmulatorOptions) -> list[str]:
     """The command line that reproduces `options` in another process; the key goes by API_KEY_ENV."""
-    args = ["--host", options.host, "--port", str(options.port)]
+    args = ["--host", options.host, "--port", str(options.port), "--limit-mode", options.limit_mode]
     if options.latency_ms is None:
         args.append("--profile-latency")
     else:
@@ -146,4 +171,6 @@ def options_to_args(options: EmulatorOptions) -> list[str]:
         "--hang-s", repr(options.hang_s),
         "--seed", str(options.seed),
     ]  # fmt: skip
+    for model in options.reject_sampling:
+        args += ["--reject-sampling", model]
     return args

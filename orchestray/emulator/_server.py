@@ -16,6 +16,7 @@ from orchestray.simulated import DEFAULT_PROFILES, SimAnswer, SimProfile, Simula
 
 from ._options import EmulatorOptions
 from ._quota import Quotas
+from ._sampling import deprecated_sampling
 from ._wire import ANTHROPIC, OPENAI, Call, Dialect, WireError
 
 __all__ = ["Emulator"]
@@ -102,6 +103,7 @@ class _Stats:
 class _ConfigChange(msgspec.Struct, forbid_unknown_fields=True):
     rpm: int | None | msgspec.UnsetType = msgspec.UNSET
     tpm: int | None | msgspec.UnsetType = msgspec.UNSET
+    limit_mode: str | msgspec.UnsetType = msgspec.UNSET
     latency_ms: float | None | msgspec.UnsetType = msgspec.UNSET
     latency_sigma: float | msgspec.UnsetType = msgspec.UNSET
     ms_per_output_token: float | msgspec.UnsetType = msgspec.UNSET
@@ -111,6 +113,7 @@ class _ConfigChange(msgspec.Struct, forbid_unknown_fields=True):
     error_status: int | None | msgspec.UnsetType = msgspec.UNSET
     hang_s: float | msgspec.UnsetType = msgspec.UNSET
     seed: int | msgspec.UnsetType = msgspec.UNSET
+    reject_sampling: tuple[str, ...] | msgspec.UnsetType = msgspec.UNSET
 
 
 _decode_config = msgspec.json.Decoder(_ConfigChange).decode
@@ -128,7 +131,7 @@ class Emulator:
         self.options = options or EmulatorOptions()
         self._stats = _Stats()
         self._in_flight = 0  # a gauge, so it lives outside the stats a reset replaces
-        self._quotas = Quotas(self.options.rpm, self.options.tpm)
+        self._quotas = Quotas(self.options.rpm, self.options.tpm, self.options.limit_mode)
         self._models: dict[str, SimulatedModel] = {}
         self._rng = random.Random(self.options.seed)
         self._ids = itertools.count(1)
@@ -201,7 +204,7 @@ class Emulator:
     def reset(self) -> None:
         """Zero the counters and refill every rate-limit bucket."""
         self._stats = _Stats(self._in_flight)
-        self._quotas = Quotas(self.options.rpm, self.options.tpm)
+        self._quotas = Quotas(self.options.rpm, self.options.tpm, self.options.limit_mode)
 
     def configure(self, **changes) -> EmulatorOptions:
         """Change settings while running (host, port and api_key excepted)."""
@@ -210,8 +213,8 @@ class Emulator:
             raise ValueError(f"cannot change {', '.join(sorted(fixed))} while running")
         old = self.options
         self.options = new = old.with_changes(**changes)
-        if (new.rpm, new.tpm) != (old.rpm, old.tpm):
-            self._quotas = Quotas(new.rpm, new.tpm)
+        if (new.rpm, new.tpm, new.limit_mode) != (old.rpm, old.tpm, old.limit_mode):
+            self._quotas = Quotas(new.rpm, new.tpm, new.limit_mode)
         if new.seed != old.seed:
             self._rng = random.Random(new.seed)
         self._models.clear()  # profiles depend on latency, accuracy and seed
@@ -257,11 +260,15 @@ class Emulator:
         if options.api_key and not dialect.authorized(http.headers, options.api_key):
             total.unauthorized += 1
             return self._error(dialect, 401, "invalid or missing API key")
+        body = await http.read()
         try:
-            call = dialect.decode(await http.read())
+            call = dialect.decode(body)
         except WireError as err:
             total.bad_requests += 1
             return self._error(dialect, 400, err.message, param=err.param)
+        if dialect is ANTHROPIC and (deprecated := deprecated_sampling(body, options.reject_sampling)):
+            total.bad_requests += 1
+            return self._error(dialect, 400, deprecated)
 
         model_name = call.request.model
         per_model = stats.model(model_name)
@@ -299,7 +306,7 @@ class Emulator:
             stats.count("cancelled", per_model)
             raise
         finally:
-            quotas.refund_tokens(model_name, call.max_output - produced, time.monotonic())
+            quotas.refund_tokens(model_name, call.max_output - produced, now, time.monotonic())
 
     def _refuse(self, dialect: Dialect, model: str, cost: int, now: float) -> web.Response | None:
         """Admit the request against the model's quotas, or say why not (413, 429)."""

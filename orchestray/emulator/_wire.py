@@ -62,11 +62,17 @@ class Call:
 
 
 def _decode_error(err: msgspec.MsgspecError) -> WireError:
+    unknown = _UNKNOWN_FIELD.match(str(err))
+    if unknown and unknown.group(2) in (None, ""):  # a top-level field the API does not have
+        return WireError(f"{unknown.group(1)}: unknown field (not a parameter of this API)", unknown.group(1))
     if isinstance(err, msgspec.ValidationError):
         # msgspec says where: "... - at `$.messages[1].tool_calls[0]`"; that path is the param.
         where = re.search(r"at `\$\.?([^`]*)`", str(err))
         return WireError(f"invalid request body: {err}", where.group(1) or None if where else None)
     return WireError(f"request body is not valid JSON: {err}")
+
+
+_UNKNOWN_FIELD = re.compile(r"Object contains unknown field `([^`]*)`(?: - at `\$\.?([^`]*)`)?")
 
 
 def _unsupported(field: str) -> WireError:
@@ -223,7 +229,9 @@ class _StreamOptions(msgspec.Struct):
     include_obfuscation: bool | None = None
 
 
-class _OpenAIRequest(msgspec.Struct):
+class _OpenAIRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """The request's top level: a field OpenAI does not know is a 400 naming it, as OpenAI answers."""
+
     model: str
     messages: list[_OpenAIMessage]
     max_tokens: int | None = None
@@ -251,6 +259,8 @@ class _OpenAIRequest(msgspec.Struct):
     service_tier: str | None = None
     prompt_cache_key: str | None = None
     safety_identifier: str | None = None
+    prompt_cache_retention: str | None = None
+    prompt_cache_options: Any = None
     # Accepted by OpenAI, beyond what a simulated model can do: a 400 naming the field.
     modalities: list[str] | None = None
     audio: Any = None
@@ -259,9 +269,10 @@ class _OpenAIRequest(msgspec.Struct):
     verbosity: Any = None
     functions: Any = None
     function_call: Any = None
+    moderation: Any = None
 
 
-_OPENAI_REFUSED = ("audio", "web_search_options", "prediction", "verbosity", "functions", "function_call")
+_OPENAI_REFUSED = ("audio", "web_search_options", "prediction", "verbosity", "functions", "function_call", "moderation")
 _NOT_SET = (None,) * len(_OPENAI_REFUSED)
 _NO_OPTIONS = (None,) * 12
 _OPENAI_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -309,7 +320,10 @@ class OpenAIDialect:
         n = 1 if raw.n is None else raw.n
         if not 1 <= n <= 128:
             raise WireError("'n' must be between 1 and 128", "n")
-        refused = (raw.audio, raw.web_search_options, raw.prediction, raw.verbosity, raw.functions, raw.function_call)
+        refused = (
+            raw.audio, raw.web_search_options, raw.prediction, raw.verbosity, raw.functions, raw.function_call,
+            raw.moderation,
+        )
         if refused != _NOT_SET:
             raise _unsupported(next(f for f, v in zip(_OPENAI_REFUSED, refused) if v is not None))
         if raw.modalities is not None and raw.modalities != ["text"]:
@@ -634,7 +648,9 @@ class _Thinking(msgspec.Struct):
     budget_tokens: int | None = None
 
 
-class _AnthropicRequest(msgspec.Struct):
+class _AnthropicRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """The request's top level: a field Anthropic does not know is a 400 naming it, as Anthropic answers."""
+
     model: str
     messages: list[_AnthropicMessage]
     max_tokens: int
@@ -651,6 +667,13 @@ class _AnthropicRequest(msgspec.Struct):
     output_config: _OutputConfig | None = None
     metadata: dict[str, Any] | None = None
     service_tier: str | None = None
+    # Bookkeeping and routing a simulated model has no use for: accepted, as they change no answer.
+    cache_control: Any = None
+    diagnostics: Any = None
+    inference_geo: Any = None
+    speed: Any = None
+    user_profile_id: Any = None
+    workspace_id: Any = None
     # Accepted by Anthropic, beyond what a simulated model can do: a 400 naming the field.
     thinking: _Thinking | None = None
     mcp_servers: Any = None

@@ -1,11 +1,12 @@
 """The Ray Serve application: an OpenAI-compatible gateway over the providers and coordinators.
 
-    HTTP ─▶ Gateway (FastAPI ingress) ─┬─▶ provider actors (shared, named: limits hold cluster-wide)
-                                       └─▶ Coordinators deployment ─▶ provider actors
+    HTTP ─▶ HAProxy ─▶ Gateway replica (FastAPI ingress; routes run here) ─▶ provider actors
+                                                        (shared, named: limits hold cluster-wide)
 
-A request for a provider goes straight from the gateway to that provider's actor (one hop, the
-fast path); a request for a route, or an ad-hoc pattern, goes to the Coordinators deployment,
-which runs the pattern in-process against the same provider actors.
+A request for a provider goes straight from the gateway to that provider's actor; a request for a
+route, or an ad-hoc pattern, runs the pattern in the gateway replica against the same provider
+actors. Every hop between processes costs about as much CPU as the provider's HTTP call itself, so
+no request takes more than the one to the provider actors, which keep the limits.
 """
 
 
@@ -16,15 +17,13 @@ import json
 import os
 import time
 import uuid
-from typing import Any, AsyncIterator
+from typing import Any
 
 import ray
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
-from ray.exceptions import RayTaskError
-from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestray.config import Config, load_config, parse_config
@@ -43,7 +42,7 @@ from orchestray.errors import (
     error_code,
 )
 from orchestray.messages import ChatRequest, Chunk, Completion
-from orchestray.openai_format import ChatCompletionBody, chunk_body, completion_body, validation_message
+from orchestray.openai_format import ChatCompletionBody, chunk_body, completion_body, describe_errors, validation_message
 from orchestray.policies.ratelimit import TokenBucket
 
 from orchestray.serving._bodies import (
@@ -53,8 +52,9 @@ from orchestray.serving._bodies import (
     TreeOfThoughtBody,
     openai_error,
 )
+from orchestray.serving._messages import anthropic_shaped, messages_response
 
-__all__ = ["build_app", "app_for", "Gateway", "Coordinators", "KeyQuota"]
+__all__ = ["build_app", "app_for", "open_gateway_refusal", "Gateway", "KeyQuota"]
 
 api = FastAPI(
     title="orchestray",
@@ -73,8 +73,9 @@ def _security() -> dict[str, Any]:
 _PUBLIC_PATHS = {"/healthz", "/readyz"}
 
 
-def _error(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(openai_error(status, message, code), status_code=status, headers=headers)
+def _error(status: int, message: str, code: str, headers: dict[str, str] | None = None,
+           param: str | None = None) -> JSONResponse:
+    return JSONResponse(openai_error(status, message, code, param), status_code=status, headers=headers)
 
 
 def _status_of(err: BaseException) -> int:
@@ -105,20 +106,17 @@ def error_response(err: BaseException) -> JSONResponse:
         message = f"{err.provider}: the provider rejected orchestray's credentials"
     else:
         message = str(err)
-    return _error(status, message, error_code(err), headers)
+    return _error(status, message, error_code(err), headers, getattr(err, "param", None))
 
 
 @api.exception_handler(RequestValidationError)
 async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
-    problems = []
-    for e in err.errors():
-        loc = [str(p) for p in e.get("loc", ()) if p != "body"]
-        where = ".".join(loc) or "body"
-        if e.get("type") == "json_invalid":
-            return _error(400, "the body is not valid JSON", "invalid_json")
-        message = "unknown field" if e.get("type") == "extra_forbidden" else e.get("msg", "invalid")
-        problems.append(f"{where}: {message}")
-    return _error(400, "; ".join(problems) or "invalid request body", "invalid_request")
+    errors = err.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return _error(400, "the body is not valid JSON", "invalid_json")
+    # The field at fault goes in OpenAI's `param`, as a path into the body (`messages[0].content`).
+    message, param = describe_errors(errors, err.body)
+    return _error(400, message, "invalid_request", param=param)
 
 
 @api.exception_handler(StarletteHTTPException)
@@ -163,6 +161,8 @@ async def _refusal(scope) -> JSONResponse | None:
         header = request.headers.get("authorization", "")
         scheme, _, presented = header.partition(" ")
         presented = presented.strip()
+        if not header and "x-api-key" in request.headers:
+            header, scheme, presented = "x-api-key", "bearer", request.headers["x-api-key"].strip()  # Anthropic's clients
         # Compare against every key in constant time, whatever matches first.
         matched = None
         for key in keys:
@@ -196,6 +196,8 @@ class _Guard:
         if scope["type"] == "http":
             refusal = await _refusal(scope)
             if refusal is not None:
+                if scope.get("path", "").endswith("/v1/messages"):
+                    refusal = anthropic_shaped(refusal)
                 await refusal(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -237,23 +239,39 @@ class KeyQuota:
 _ADHOC = "adhoc:request"
 
 
-async def _unwrapped(response):
-    """Await a deployment call; an orchestray error raised there comes back as itself."""
-    try:
-        return await response
-    except RayTaskError as err:
-        cause = getattr(err, "cause", None)
-        raise (cause if isinstance(cause, OrchestrayError) else ProviderUnavailableError("coordinator failed")) from None
-
-
 def _sse(data: Any) -> bytes:
     return b"data: " + (data if isinstance(data, bytes) else json.dumps(data).encode()) + b"\n\n"
 
 
-@serve.deployment(name="Coordinators")
-class Coordinators:
-    """Runs routes and ad-hoc patterns in-process, against the shared provider actors."""
+def models_body(config: Config) -> dict[str, Any]:
+    """OpenAI's model list: providers and routes, without secrets."""
+    created = 0
+    data = [{"id": p.name, "object": "model", "created": created, "owned_by": "orchestray",
+             "orchestray": {"kind": "provider", "provider_kind": p.kind, "model": p.model}}
+            for p in config.providers]
+    data += [{"id": name, "object": "model", "created": created, "owned_by": "orchestray",
+              "orchestray": {"kind": "route", "pattern": route.pattern}}
+             for name, route in config.routes.items()]
+    return {"object": "list", "data": data}
 
+
+def open_gateway_refusal(config: Config, keys: tuple[str, ...]) -> str | None:
+    """Why this gateway must not serve without keys, or None when it may: keys are set, every
+    provider is simulated (a local trial spends nothing), or the config says so on purpose."""
+    settings = config.serve
+    real = [f"{p.name} ({p.kind})" for p in config.providers if p.kind != "simulated"]
+    if keys or not real or settings.allow_unauthenticated:
+        return None
+    how = (f"set {settings.api_keys_env}=key1,key2 in the environment of the nodes that run the gateway"
+           if settings.api_keys_env else "set serve.api_keys_env to a variable holding bearer keys, and set it")
+    return (f"refusing to serve without gateway keys: the config has real providers ({', '.join(real)}), and "
+            f"anyone who reaches the gateway could spend their keys. To require bearer keys, {how}; to serve open "
+            "on purpose, set serve.allow_unauthenticated: true in the config.")
+
+
+@serve.deployment(name="Gateway")
+@serve.ingress(api)
+class Gateway:
     def __init__(self, config_json: str):
         from orchestray.actors.directory import ModelDirectory
 
@@ -261,38 +279,13 @@ class Coordinators:
         self.models = ModelDirectory(self.config, routes_in_process=True)
         for name in self.config.model_names():
             self.models.get(name)  # every actor found now, not on the event loop later
-
-    async def complete(self, request: ChatRequest) -> Completion:
-        return await self.models.get(request.model).complete(request)
-
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
-        async for chunk in self.models.get(request.model).stream(request):
-            yield chunk
-
-    async def pattern(self, route: dict[str, Any], request: ChatRequest) -> Completion:
-        """An ad-hoc pattern: validated as a route of the config would be, then run once."""
-        data = self.config.model_dump(mode="json")
-        data["routes"] = {**data["routes"], _ADHOC: route}
-        try:
-            config = parse_config(data, "request")
-            coordinator = build_coordinator(_ADHOC, config, self.models.get)
-        except ConfigError as err:
-            raise RequestError(str(err).replace(f"request: routes.{_ADHOC}.", "")) from None
-        return await coordinator.complete(request)
-
-
-@serve.deployment(name="Gateway")
-@serve.ingress(api)
-class Gateway:
-    def __init__(self, coordinators: DeploymentHandle, config_json: str):
-        from orchestray.actors.directory import ModelDirectory
-
-        self.config = Config.model_validate_json(config_json)
-        self.coordinators = coordinators
-        self.providers = {p.name: ModelDirectory(self.config).get(p.name) for p in self.config.providers}
+        self.providers = {p.name: self.models.get(p.name) for p in self.config.providers}
         serve_config = self.config.serve
         keys_env = serve_config.api_keys_env
         keys = tuple(k.strip() for k in os.environ.get(keys_env, "").split(",") if k.strip()) if keys_env else ()
+        refusal = open_gateway_refusal(self.config, keys)
+        if refusal is not None:
+            raise ConfigError(refusal)
         quota = None
         if keys and (serve_config.requests_per_minute_per_key or serve_config.spend_per_hour_per_key):
             caps = f"{serve_config.requests_per_minute_per_key}-{serve_config.spend_per_hour_per_key}"
@@ -325,14 +318,7 @@ class Gateway:
 
     @api.get("/v1/models", summary="Providers and routes (no secrets)")
     async def models(self) -> dict[str, Any]:
-        created = 0
-        data = [{"id": p.name, "object": "model", "created": created, "owned_by": "orchestray",
-                 "orchestray": {"kind": "provider", "provider_kind": p.kind, "model": p.model}}
-                for p in self.config.providers]
-        data += [{"id": name, "object": "model", "created": created, "owned_by": "orchestray",
-                  "orchestray": {"kind": "route", "pattern": route.pattern}}
-                 for name, route in self.config.routes.items()]
-        return {"object": "list", "data": data}
+        return models_body(self.config)
 
     # Chat completions
 
@@ -344,51 +330,82 @@ class Gateway:
             raise UnknownModelError(request.model, self.config.model_names())
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(self._stream(request, request_id, include_usage, http),
+            chunks = self._chunks(request)
+            first = await self._first_chunk(chunks)
+            return StreamingResponse(self._stream(request, request_id, include_usage, http, chunks, first),
                                      media_type="text/event-stream", headers={"cache-control": "no-cache"})
-        if request.model in self.providers:
-            completion = await self.providers[request.model].complete(request)
-        else:
-            completion = await _unwrapped(self.coordinators.complete.remote(request))
+        completion = await self._complete(request)
         return self._answer(completion, request_id, request.model, http)
 
-    def _answer(self, completion: Completion, request_id: str, model: str, http: Request) -> JSONResponse:
+    async def _complete(self, request: ChatRequest) -> Completion:
+        """A provider's actor straight from this replica; a route run in this replica against them."""
+        return await self.models.get(request.model).complete(request)
+
+    @staticmethod
+    def _spend(completion: Completion, http: Request) -> None:
         key_id = getattr(http.state, "key_id", None)
         quota = _security()["quota"]
         if quota is not None and key_id is not None:
             quota.spend.remote(key_id, completion.cost)
+
+    def _answer(self, completion: Completion, request_id: str, model: str, http: Request) -> JSONResponse:
+        self._spend(completion, http)
         return JSONResponse(completion_body(completion, request_id, model=model),
                             headers={"x-orchestray-cost": f"{completion.cost:.10f}",
                                      "x-orchestray-provider": completion.provider})
 
-    async def _stream(self, request: ChatRequest, request_id: str, include_usage: bool, http: Request):
+    def _chunks(self, request: ChatRequest):
+        return aiter(self.models.get(request.model).stream(request))
+
+    async def _first_chunk(self, chunks) -> Chunk:
+        """The stream's first chunk, before any byte is sent: a request refused before the
+        answer began (a field the provider cannot honour, an unknown model) gets its 4xx."""
+        try:
+            return await anext(chunks)
+        except StopAsyncIteration:
+            raise ProviderUnavailableError("the stream ended before its answer") from None
+
+    async def _stream(self, request: ChatRequest, request_id: str, include_usage: bool, http: Request,
+                      chunks, first: Chunk):
+        """OpenAI's chunk sequence: per choice a role chunk, then its content, refusal and
+        tool-call deltas; at the end one finish chunk per choice (with its logprobs), then the
+        usage chunk when asked for, then [DONE]."""
         created = int(time.time())
         model = request.model
-        if model in self.providers:
-            chunks = self.providers[model].stream(request)
-        else:
-            chunks = self.coordinators.options(stream=True).stream.remote(request)
-        first = True
+        opened: set[int] = set()
+
+        def piece(chunk: Chunk) -> bytes:
+            role = chunk.choice not in opened
+            opened.add(chunk.choice)
+            return _sse(chunk_body(request_id, model, created, delta=chunk.delta, role=role, choice=chunk.choice,
+                                   tool_calls=chunk.tool_calls, refusal=chunk.refusal))
+
         try:
-            async for chunk in chunks:
-                if chunk.done:
-                    completion = chunk.completion
-                    yield _sse(chunk_body(request_id, model, created, finish_reason=completion.finish_reason))
-                    if include_usage:
-                        yield _sse(chunk_body(request_id, model, created, completion=completion))
-                    key_id = getattr(http.state, "key_id", None)
-                    if _security()["quota"] is not None and key_id is not None:
-                        _security()["quota"].spend.remote(key_id, completion.cost)
-                    break
-                yield _sse(chunk_body(request_id, model, created, delta=chunk.delta, role=first))
-                first = False
-        except (OrchestrayError, RayTaskError) as err:
+            chunk = first
+            while not chunk.done:
+                yield piece(chunk)
+                chunk = await anext(chunks)
+            completion = chunk.completion
+            for choice in completion.choices():
+                if choice.index not in opened:
+                    yield piece(Chunk(choice=choice.index))
+                yield _sse(chunk_body(request_id, model, created, finish_reason=choice.finish_reason,
+                                      choice=choice.index, logprobs=choice.logprobs))
+            if include_usage:
+                yield _sse(chunk_body(request_id, model, created, completion=completion))
+            self._spend(completion, http)
+        except (OrchestrayError, StopAsyncIteration) as err:
             # Headers are gone; the error travels as an event, as OpenAI's streams do.
-            cause = getattr(err, "cause", err) if isinstance(err, RayTaskError) else err
-            if not isinstance(cause, OrchestrayError):
-                cause = ProviderUnavailableError("coordinator failed")
-            yield _sse(openai_error(_status_of(cause), str(cause), error_code(cause)))
+            cause = err if isinstance(err, OrchestrayError) else ProviderUnavailableError("the stream ended early")
+            yield _sse(openai_error(_status_of(cause), str(cause), error_code(cause), getattr(cause, "param", None)))
         yield _sse(b"[DONE]")
+
+    # Anthropic messages
+
+    @api.post("/v1/messages", summary="Anthropic-compatible messages (JSON or SSE); model is a provider or a route")
+    async def messages(self, http: Request):
+        return await messages_response(http, self.config.has_model, self.config.model_names, self._complete,
+                                       self._chunks, self._spend, _status_of)
 
     # Ad-hoc patterns
 
@@ -403,7 +420,14 @@ class Gateway:
         for name in route["providers"] + ([route["judge"]] if route.get("judge") else []):
             if not self.config.has_model(name):
                 raise UnknownModelError(name, self.config.model_names())
-        completion = await _unwrapped(self.coordinators.pattern.remote(route, request))
+        # Validated as a route of the config would be, then run once in this replica.
+        data = self.config.model_dump(mode="json")
+        data["routes"] = {**data["routes"], _ADHOC: route}
+        try:
+            coordinator = build_coordinator(_ADHOC, parse_config(data, "request"), self.models.get)
+        except ConfigError as err:
+            raise RequestError(str(err).replace(f"request: routes.{_ADHOC}.", "")) from None
+        completion = await coordinator.complete(request)
         return self._answer(completion, request_id, f"pattern:{route['pattern']}", http)
 
     @api.post("/v1/patterns/race", summary="Race providers: first success wins, optionally hedged")
@@ -444,8 +468,6 @@ def app_for(config: Config, gateway_actor_options: dict[str, Any] | None = None)
         options["autoscaling_config"] = settings.autoscaling_config
     else:
         options["num_replicas"] = settings.num_replicas
-    coordinators = Coordinators.options(**options).bind(config_json)
-    gateway_options = dict(options)
     if gateway_actor_options:
-        gateway_options["ray_actor_options"] = {**options["ray_actor_options"], **gateway_actor_options}
-    return Gateway.options(**gateway_options).bind(coordinators, config_json)
+        options["ray_actor_options"] = {**options["ray_actor_options"], **gateway_actor_options}
+    return Gateway.options(**options).bind(config_json)

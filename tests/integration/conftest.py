@@ -3,6 +3,7 @@ whole session, and start emulators on loopback."""
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
@@ -10,6 +11,11 @@ import pytest
 from orchestray.config import ProviderConfig
 from orchestray.emulator import EmulatorOptions, run_in_thread
 
+
+# The gateway tests run on the HAProxy ingress, as `serve run serve_app:app` does by default
+# (RAY_SERVE_ENABLE_HA_PROXY=0 runs them on Serve's Python proxy). Set before any node starts: the
+# Serve controller reads it from the environment its node inherited.
+os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
 
 # Worker nodes carry a `worker` resource, so a test can place work on "some worker node".
 WORKER_NODE = {"num_cpus": 1, "resources": {"worker": 1}}
@@ -93,3 +99,18 @@ def kill_actors(ray_session):
     yield made.append
     for handle in made:
         ray_session.kill(handle.actor, no_restart=True)
+
+
+@pytest.fixture(scope="module")
+def serve_base_url(ray_session):
+    """Ray Serve's HTTP proxy on a free loopback port for one module; yields its base URL."""
+    import socket
+
+    from ray import serve
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()

@@ -134,8 +134,8 @@ def test_a_worker_node_lost_mid_batch_still_gives_one_line_per_input(
     graceful, ray_cluster, ray_session, add_worker_node, provider_config, emulator, kill_actors, tmp_path
 ):
     """The provider's actor sits on a worker node that goes away a quarter into the job. Ray
-    restarts the actor on a node still alive; calls caught in between are retried by the handle
-    or become error records, and re-running with --retry-errors answers those."""
+    restarts the actor on a node still alive once it has declared the node dead; the handle
+    sends the calls caught in between again until then, so the one run answers every line."""
     provider = provider_config(limits={"rpm": 1200})  # 20 a second: the job takes about 6s
     # On a worker node, whichever the scheduler picks; after that node is gone, Ray restarts it
     # on the other worker (the `worker` resource keeps it off the head, which hosts this driver).
@@ -163,26 +163,12 @@ def test_a_worker_node_lost_mid_batch_still_gives_one_line_per_input(
     remover = threading.Thread(target=remove_the_victim, daemon=True)
     remover.start()
     try:
+        started = time.monotonic()
         first = run_batch_job(str(source), str(out), config, BatchOptions(progress=False))
+        print(f"{'drained' if graceful else 'crashed'}: the job took {time.monotonic() - started:.1f}s")
         remover.join(60)
         assert "done_before" in removal and removal["done_before"] < n, "the node went away after the job ended"
-        answered = records(out)
-        assert sorted(r["custom_id"] for r in answered) == sorted(ids)
-        assert first.succeeded + first.failed == n
-        errors = [r for r in answered if r["error"] is not None]
-        assert all(r["error"]["code"] == "provider_unavailable" for r in errors), errors[:3]
-        if errors:
-            # The provider comes back once Ray has noticed the node is gone and restarted it.
-            deadline = time.monotonic() + 90
-            while True:
-                try:
-                    ray_session.get(handle.actor.ping.remote(), timeout=5)
-                    break
-                except Exception:
-                    assert time.monotonic() < deadline, "the provider actor never came back"
-                    time.sleep(0.5)
-            again = run_batch_job(str(source), str(out), config, BatchOptions(progress=False, retry_errors=True))
-            assert again.succeeded == len(errors)
+        assert first.succeeded == n and first.failed == 0
         final = records(out)
         assert sorted(r["custom_id"] for r in final) == sorted(ids)
         assert all(r["error"] is None and r["response"]["status_code"] == 200 for r in final)

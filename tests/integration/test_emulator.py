@@ -189,6 +189,25 @@ async def test_anthropic_429_with_rate_limit_headers():
     assert int(error.response.headers["retry-after"]) >= 1
 
 
+@pytest.mark.parametrize("mode", ["sliding", "fixed", "bucket"])
+async def test_every_limit_mode_allows_a_second_of_quota_and_heads_every_answer(mode):
+    from orchestray.backends._reply import parse_quota
+
+    async with running(rpm=600, limit_mode=mode) as emu, openai_client(emu) as client:  # 10 a second
+        results = await asyncio.gather(
+            *(client.chat.completions.with_raw_response.create(model="m", messages=QUESTION) for _ in range(12)),
+            return_exceptions=True,
+        )
+    answered = [r for r in results if not isinstance(r, Exception)]
+    limited = [r for r in results if isinstance(r, openai.RateLimitError)]
+    assert (len(answered), len(limited)) == (10, 2)
+    # Read back as the provider reads them: the limit per minute, what remains, when it resets.
+    quotas = [parse_quota(r.headers) for r in answered] + [parse_quota(e.response.headers) for e in limited]
+    assert {q.limit_requests for q in quotas} == {600}
+    assert sorted(q.remaining_requests for q in quotas[:10]) == list(range(10))
+    assert all(0 < q.reset_requests_s <= 1.0 for q in quotas)
+
+
 async def test_rate_limit_refills_within_a_second():
     async with running(rpm=120) as emu, openai_client(emu) as client:  # 2 a second, burst of 2
         results = await asyncio.gather(

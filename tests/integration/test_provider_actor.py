@@ -41,14 +41,45 @@ async def test_a_429_storm_is_absorbed_without_losing_a_request(provider_config,
     results = await asyncio.gather(*(handle.complete(ask(f"What is {i} + 1?")) for i in range(30)))
     assert len(results) == 30
     stats = emulator.stats()
-    assert stats["served"] == 30 and stats["rate_limited"] > 0
+    assert stats["served"] == 30
     actor_stats = await handle.stats()
     assert actor_stats.rate_limited == stats["rate_limited"] and actor_stats.failed == 0
+    assert actor_stats.limit_rpm == 300  # the headers said lower than configured: it paces at theirs
+
+
+async def test_a_limit_is_learned_and_keys_are_balanced(ray_session, kill_actors):
+    """A provider with two deployments of their own limits, one unconfigured: one balance route."""
+    from orchestray.actors.directory import ModelDirectory
+    from orchestray.config import parse_config
+    from orchestray.emulator import EmulatorOptions, run_in_thread
+
+    with run_in_thread(EmulatorOptions(rpm=1200)) as big, run_in_thread(EmulatorOptions(rpm=600)) as small:
+        name = f"pool-{time.monotonic_ns()}"
+        config = parse_config({"providers": [{
+            "name": name, "kind": "openai", "model": "sim-small",
+            "deployments": [{"base_url": big.openai_base_url, "limits": {"rpm": 1200}}, {"base_url": small.openai_base_url}],
+        }]})  # fmt: skip
+        directory = ModelDirectory(config)
+        members = [directory.get(f"{name}:1"), directory.get(f"{name}:2"), directory.get(name)]
+        for handle in members:
+            kill_actors(handle)
+        await members[1].complete(ask())  # the unconfigured key learns its limit from the headers
+        assert (await members[1].stats()).limit_rpm == 600
+        await members[2].complete(ask())  # the route reads its members' limits in the background
+        await asyncio.sleep(0.5)
+        big.reset()
+        small.reset()
+        results = await asyncio.gather(*(members[2].complete(ask(f"What is {i} + 2?")) for i in range(60)))
+        served = [big.stats()["served"], small.stats()["served"]]
+        rate_limited = big.stats()["rate_limited"] + small.stats()["rate_limited"]
+    assert len(results) == 60 and {r.trace.kind for r in results} == {"balance"}
+    assert sum(served) == 60 and 36 <= served[0] <= 44  # two to one, as the limits are
+    assert rate_limited == 0
 
 
 async def test_injected_faults_are_retried_until_answered(provider_config, emulator, kill_actors):
     emulator.configure(fault_rate=0.3, seed=5)
-    handle = provider_handle(provider_config(max_retries=8, circuit={"failure_threshold": 50}))
+    handle = provider_handle(provider_config(max_retries=8))
     kill_actors(handle)
     results = await asyncio.gather(*(handle.complete(ask(f"What is {i} * 2?")) for i in range(30)))
     assert len(results) == 30
@@ -58,7 +89,7 @@ async def test_injected_faults_are_retried_until_answered(provider_config, emula
 
 async def test_a_hang_times_out_and_repeated_failures_open_the_circuit(provider_config, emulator, kill_actors):
     emulator.configure(hang_rate=1.0)
-    handle = provider_handle(provider_config(timeout_s=0.3, max_retries=0, circuit={"failure_threshold": 2, "cooldown_s": 30}))
+    handle = provider_handle(provider_config(timeout_s=0.3, max_retries=0, circuit={"min_calls": 2, "cooldown_s": 30}))
     kill_actors(handle)
     for _ in range(2):
         with pytest.raises(ProviderTimeoutError):

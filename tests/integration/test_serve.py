@@ -37,18 +37,32 @@ def limited_emulator():
 
 
 @pytest.fixture(scope="module")
-def gateway(ray_session, limited_emulator):
+def slow_emulator():
+    """Answers after 3 s: long enough for a client to hang up while the provider call is running."""
+    with run_in_thread(EmulatorOptions(latency_ms=3000)) as emu:
+        yield emu
+
+
+@pytest.fixture(scope="module")
+def gateway(ray_session, limited_emulator, slow_emulator):
     """Two apps: the main one (two replicas, bearer keys) and a capped one (tiny per-key caps)."""
     from ray import serve
 
     port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    # One ingress, on the head: the session's three nodes share this machine, and an HAProxy on
+    # each would bind the same ports.
+    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
     fast_sim = {"latency_ms": 2, "latency_sigma": 0.2}
     providers = [
         {"name": "srv-small", "kind": "simulated", "simulated": {**fast_sim, "accuracy": 0.7}, "price": {"input_per_1k": 0.5, "output_per_1k": 1}},
         {"name": "srv-large", "kind": "simulated", "simulated": {**fast_sim, "accuracy": 0.95}, "price": {"input_per_1k": 5, "output_per_1k": 10}},
         {"name": "srv-limited", "kind": "openai", "model": "sim-small", "base_url": limited_emulator.openai_base_url,
          "limits": {"rpm": 1200}, "max_retries": 0},
+        # A whole minute's token budget goes to one call of max_tokens 2900 (prompt plus
+        # max_tokens is reserved), so the next call is admitted at once only if a cancelled call's
+        # unused budget came back; otherwise it waits about a minute.
+        {"name": "srv-slow", "kind": "openai", "model": "sim-small", "base_url": slow_emulator.openai_base_url,
+         "limits": {"tpm": 3000}, "max_retries": 0},
     ]
     routes = {
         "srv-vote": {"pattern": "ensemble", "providers": ["srv-small"], "samples": 3, "temperature": 0.7},
@@ -78,6 +92,30 @@ def gateway(ray_session, limited_emulator):
     serve.delete("main")
     serve.delete("capped")
     serve.shutdown()
+
+
+def test_the_gateway_refuses_to_serve_a_real_provider_without_keys_unless_told(gateway, ray_session, limited_emulator):
+    # The main gateway above serves openai-kind providers because it has keys; here, none are set.
+    from ray import serve
+
+    provider = {"name": "srv-open", "kind": "openai", "model": "sim-small", "base_url": limited_emulator.openai_base_url}
+    settings = {"replica_num_cpus": 0, "api_keys_env": "TEST_UNSET_GATEWAY_KEYS"}
+    refused = parse_config({"providers": [provider], "serve": settings})
+    with pytest.raises(RuntimeError, match="Deploying application open failed"):
+        serve.run(app_for(refused), name="open", route_prefix="/open", blocking=False)
+    why = serve.status().applications["open"].deployments["Gateway"].message  # also in the replica's log
+    assert "refusing to serve without gateway keys: the config has real providers (srv-open (openai))" in why
+    assert "set TEST_UNSET_GATEWAY_KEYS=key1,key2" in why and "serve.allow_unauthenticated: true" in why
+    serve.delete("open")
+    allowed = parse_config({"providers": [provider], "serve": {**settings, "allow_unauthenticated": True}})
+    serve.run(app_for(allowed), name="open", route_prefix="/open", blocking=False)
+    try:
+        answer = requests.post(f"{gateway}/open/v1/chat/completions", timeout=30,
+                               json={"model": "srv-open", "messages": [{"role": "user", "content": "What is 1 + 1?"}]})
+        assert answer.status_code == 200, answer.text  # open on purpose: no key asked for
+    finally:
+        serve.delete("open")
+        ray_session.kill(ray_session.get_actor("srv-open"), no_restart=True)
 
 
 def auth(key=KEY):
@@ -117,7 +155,7 @@ def test_models_list_providers_and_routes_without_secrets(gateway):
     [
         (b"{not json", 400, "invalid_json", "not valid JSON"),
         (json.dumps({"model": "srv-small"}).encode(), 400, "invalid_request", "messages: Field required"),
-        (json.dumps({"model": "srv-small", "messages": [{"role": "user", "content": "hi"}], "colour": 1}).encode(), 400, "invalid_request", "colour: unknown field"),
+        (json.dumps({"model": "srv-small", "messages": [{"role": "user", "content": "hi"}], "colour": 1}).encode(), 400, "invalid_request", "colour: not supported by provider"),
         (json.dumps({"model": "ghost", "messages": [{"role": "user", "content": "hi"}]}).encode(), 404, "model_not_found", "unknown model 'ghost'"),
         (json.dumps({"model": "srv-small", "messages": []}).encode(), 400, "invalid_request", "messages"),
         (json.dumps({"model": "srv-small", "messages": [{"role": "wizard", "content": "hi"}]}).encode(), 400, "invalid_request", "role"),
@@ -169,6 +207,42 @@ def test_provider_failures_map_to_5xx_naming_the_cause(gateway, limited_emulator
     assert response.status_code == 503 and "srv-limited" in response.json()["error"]["message"]
 
 
+def _hang_up(url: str, body: dict, after_s: float) -> None:
+    """Send a request and drop the connection after `after_s`, before any answer came."""
+    # A read timeout, which requests reports as a ConnectionError once a stream has begun.
+    with pytest.raises((requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError)):
+        with requests.post(url, json=body, headers=auth(), stream=body.get("stream", False), timeout=(5, after_s)) as response:
+            for _ in response.iter_content(None):
+                pass  # a stream's headers come at once; its first piece, only after the answer's latency
+
+
+def _eventually(condition, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+def test_a_client_that_hangs_up_cancels_the_provider_call_and_gets_its_budget_back(gateway, ray_session, slow_emulator):
+    from orchestray.cluster import NAMESPACE
+
+    url = f"{gateway}/v1/chat/completions"
+    big = {"model": "srv-slow", "messages": [{"role": "user", "content": "What is 2 + 3?"}], "max_tokens": 2900}
+    slow_emulator.reset()
+    _hang_up(url, big, after_s=0.5)  # a plain request
+    _eventually(lambda: slow_emulator.stats()["cancelled"] == 1)
+    # Admitted at once only because the first call's unused budget came back (else ~a minute).
+    _hang_up(url, {**big, "stream": True}, after_s=0.5)
+    _eventually(lambda: slow_emulator.stats()["cancelled"] == 2)
+    answered = requests.post(url, json={**big, "max_tokens": 16}, headers=auth(), timeout=30)
+    assert answered.status_code == 200, answered.text
+    emulated = slow_emulator.stats()
+    assert emulated["served"] == 1 and emulated["cancelled"] == 2 and emulated["in_flight"] == 0
+    provider = ray_session.get_actor("srv-slow", namespace=NAMESPACE)
+    stats = ray_session.get(provider.stats.remote())
+    assert stats.cancelled == 2 and stats.succeeded == 1 and stats.in_flight == 0
+
+
 def test_ad_hoc_patterns(gateway):
     messages = [{"role": "user", "content": "What is 6 * 7?"}]
     race = requests.post(f"{gateway}/v1/patterns/race", headers=auth(), json={"messages": messages, "providers": ["srv-small", "srv-large"]})
@@ -208,3 +282,52 @@ def fuzz_base(gateway):
 def test_schema_fuzz_finds_no_5xx(case, fuzz_base):
     response = case.call(base_url=fuzz_base, headers=auth(), timeout=60)
     assert response.status_code < 500, f"{case.method} {case.path}: {response.status_code} {response.text[:300]}"
+
+
+def test_a_request_caught_in_a_replicas_loss_gets_a_503_with_retry_after(gateway, ray_session):
+    """The replica running a route dies mid-request: the client hears 503 and retry-after at
+    once, not a 500 and not a hang, and can try again."""
+    from ray import serve
+
+    slow = {"name": "srv-slow", "kind": "simulated", "simulated": {"latency_ms": 20000, "latency_sigma": 0}}
+    config = parse_config({"providers": [slow], "routes": {"srv-slow-route": {"pattern": "fallback", "providers": ["srv-slow"]}},
+                           "serve": {"num_replicas": 1, "replica_num_cpus": 0}})
+    serve.run(app_for(config), name="lossy", route_prefix="/lossy", blocking=False)
+    base = f"{gateway}/lossy"
+    try:
+        deadline = time.monotonic() + 120
+        while not _ready(f"{base}/healthz"):
+            assert time.monotonic() < deadline, "the lossy application did not become ready"
+            time.sleep(0.5)
+        body = {"model": "srv-slow-route", "messages": [{"role": "user", "content": "What is 1 + 1?"}]}
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            asked = pool.submit(requests.post, f"{base}/v1/chat/completions", json=body, timeout=60)
+            provider = ray_session.get_actor("srv-slow", namespace="orchestray")
+            deadline = time.monotonic() + 30
+            while ray_session.get(provider.stats.remote()).in_flight < 1:  # the replica is waiting on it
+                assert time.monotonic() < deadline and not asked.done(), "the request never reached the provider"
+                time.sleep(0.1)
+            (replica,) = [a for a in ray_session.util.list_named_actors(all_namespaces=True)
+                          if "lossy" in a["name"] and "Gateway" in a["name"]]
+            started = time.monotonic()
+            ray_session.kill(ray_session.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=True)
+            response = asked.result(timeout=30)
+            heard_in = time.monotonic() - started
+        print(f"{response.status_code} heard {heard_in:.2f}s after the replica was killed")
+        assert response.status_code == 503, response.text
+        assert int(response.headers["retry-after"]) >= 1
+        assert response.json()["error"]["code"] == "provider_unavailable"
+        assert heard_in < 15  # not waiting out the provider's 20 s
+    finally:
+        serve.delete("lossy")
+        try:
+            ray_session.kill(ray_session.get_actor("srv-slow", namespace="orchestray"))
+        except ValueError:
+            pass
+
+
+def _ready(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).ok
+    except requests.ConnectionError:
+        return False

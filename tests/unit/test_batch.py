@@ -155,3 +155,51 @@ def test_missing_input_is_a_clear_error(tmp_path):
 
     with pytest.raises(OrchestrayError, match="no such input file"):
         asyncio.run(run_batch(tmp_path / "nope.jsonl", tmp_path / "o.jsonl", dict().__getitem__, lambda n: True))
+
+
+class RichModel:
+    """Answers as a model does when offered tools, a schema, n and logprobs."""
+
+    def __init__(self):
+        self.requests = []
+
+    async def complete(self, request):
+        from orchestray.messages import Choice, ToolCall
+
+        self.requests.append(request)
+        calls = (ToolCall("call_1", request.tools[0].name, '{"a": 2}'),) if request.tools else ()
+        content = "" if calls else '{"answer": 4}'
+        logprobs = {"content": [{"token": "4", "logprob": -0.1, "bytes": [52], "top_logprobs": []}], "refusal": None} \
+            if request.logprobs else None
+        more = tuple(Choice(index=i, content=content, tool_calls=calls, logprobs=logprobs,
+                            finish_reason="tool_calls" if calls else "stop") for i in range(1, request.n))
+        return Completion(content=content, tool_calls=calls, logprobs=logprobs, more_choices=more,
+                          finish_reason="tool_calls" if calls else "stop", model="rich", provider="rich",
+                          input_tokens=9, output_tokens=3, trace=Span(name="rich"))
+
+
+def test_lines_with_tools_schemas_n_logprobs_and_images_are_answered_in_full(tmp_path, openai_schemas):
+    schema = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
+    tool = {"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}
+    image = [{"type": "text", "text": "What is 2 + 2?"},
+             {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]
+    lines = [
+        line("tools", model="rich", tools=[tool], tool_choice="required", parallel_tool_calls=False),
+        line("schema", model="rich", response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema, "strict": True}}),
+        line("n", model="rich", n=3, logprobs=True, top_logprobs=1, seed=1, presence_penalty=0.5),
+        line("image", model="rich", content=image),
+    ]
+    model = RichModel()
+    result, out, _ = run(tmp_path, lines, models={"rich": model})
+    assert result.succeeded == 4 and result.invalid == 0
+    by_id = {r["custom_id"]: r["response"]["body"] for r in out}
+    for body in by_id.values():
+        openai_schemas.check("CreateChatCompletionResponse", body)
+    assert by_id["tools"]["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "add"
+    assert json.loads(by_id["schema"]["choices"][0]["message"]["content"]) == {"answer": 4}
+    assert len(by_id["n"]["choices"]) == 3 and by_id["n"]["choices"][2]["logprobs"]["content"][0]["token"] == "4"
+    sent = {r.request_id: r for r in model.requests}
+    assert sent["tools"].tool_choice == "required" and sent["tools"].parallel_tool_calls is False
+    assert sent["schema"].response_format.schema == schema
+    assert (sent["n"].n, sent["n"].top_logprobs, sent["n"].presence_penalty) == (3, 1, 0.5)
+    assert sent["image"].messages[0].images()[0].url.startswith("data:image/png")

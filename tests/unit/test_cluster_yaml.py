@@ -92,3 +92,9 @@ def test_the_local_provider_variant_described_in_the_comments_passes_too(cluster
     (node_type,) = prepared["available_node_types"].values()
     assert prepared["max_workers"] == 2 and node_type["min_workers"] == node_type["max_workers"] == 2
     assert prepared["head_start_ray_commands"] == cluster["head_start_ray_commands"]
+
+
+def test_every_node_starts_ray_with_the_haproxy_ingress_unless_the_secrets_file_says_otherwise(cluster):
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        start = cluster[key][-1]
+        assert start.index(". ~/orchestray.env") < start.index("RAY_SERVE_ENABLE_HA_PROXY=${RAY_SERVE_ENABLE_HA_PROXY:-1}") < start.index("ray start")

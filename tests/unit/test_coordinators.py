@@ -15,40 +15,13 @@ from orchestray.coordinators import (
 from orchestray.errors import AllFailedError, ProviderUnavailableError, RateLimitedError
 from orchestray.messages import ChatRequest, Completion, Message, Span
 from orchestray.policies.extraction import extractor
+from orchestray.testing import ScriptedModel
 from orchestray.policies.confidence import escalate_if_agreement_below, escalate_if_below, escalate_if_judge_below
 
 
-class Fake:
-    """A model answering `reply` (text or a function of the request) after `delay` seconds."""
-
-    def __init__(self, name, reply="Answer: 1", delay=0.0, cost=1.0, fail=None):
-        self.name, self.reply, self.delay, self.cost, self.fail = name, reply, delay, cost, fail
-        self.calls: list[ChatRequest] = []
-        self.cancelled = 0
-        self.finished = 0
-
-    async def complete(self, request):
-        self.calls.append(request)
-        try:
-            await asyncio.sleep(self.delay)
-        except asyncio.CancelledError:
-            self.cancelled += 1
-            raise
-        if self.fail is not None:
-            raise self.fail
-        self.finished += 1
-        text = self.reply(request) if callable(self.reply) else self.reply
-        span = Span(name=self.name, cost=self.cost, input_tokens=5, output_tokens=3, latency_s=self.delay)
-        return Completion(content=text, model=self.name, provider=self.name, input_tokens=5, output_tokens=3,
-                          cost=self.cost, trace=span)
-
-    async def stream(self, request):
-        completion = await self.complete(request)
-        from orchestray.messages import Chunk
-
-        for word in completion.content.split(" "):
-            yield Chunk(delta=word + " ")
-        yield Chunk(done=True, completion=completion)
+def Fake(name, reply="Answer: 1", *, fail=None, cost=1.0, **options):
+    """A scripted model named `name` answering `reply` (or raising `fail`), a call costing `cost`."""
+    return ScriptedModel(fail if fail is not None else reply, name=name, cost=cost, **options)
 
 
 def models(*fakes):
@@ -96,11 +69,11 @@ async def test_hedged_race_calls_the_next_only_after_the_delay():
 
 
 async def test_hedge_at_p95_uses_the_providers_own_latency():
-    class WithLatency(Fake):
+    class WithLatency(ScriptedModel):
         async def latency_quantile(self, q, min_samples=1):
             return 0.02
 
-    slow, backup = WithLatency("slow", delay=5), Fake("backup", delay=0.0)
+    slow, backup = WithLatency(name="slow", delay=5), Fake("backup", delay=0.0)
     race = RaceCoordinator("h", models(slow, backup), ["slow", "backup"], hedge_after_ms="p95")
     assert await race.hedge_delay_s("slow") == 0.02
     assert (await race.complete(ask())).provider == "backup"

@@ -17,40 +17,14 @@ from orchestray.errors import AllFailedError, ConfigError, ProviderTimeoutError,
 from orchestray.messages import ChatRequest, Chunk, Completion, Message, Span
 from orchestray.policies.routing import Router
 from orchestray.tasks import game24
+from orchestray.testing import ScriptedModel
 from orchestray.tasks.game24 import check_answer, parse_solution
 
 
-class Fake:
-    """A model answering `reply` (text, or a function of the request) after `delay` seconds.
-
-    `script` gives the first calls' outcomes in order (text, or an exception to raise)."""
-
-    def __init__(self, name, reply="Answer: 1", delay=0.0, cost=1.0, script=(), fail=None):
-        self.name, self.reply, self.delay, self.cost, self.fail = name, reply, delay, cost, fail
-        self.script = list(script)
-        self.calls: list[ChatRequest] = []
-        self.cancelled = 0
-
-    async def complete(self, request):
-        self.calls.append(request)
-        try:
-            await asyncio.sleep(self.delay)
-        except asyncio.CancelledError:
-            self.cancelled += 1
-            raise
-        outcome = self.script.pop(0) if self.script else (self.fail or self.reply)
-        if isinstance(outcome, BaseException):
-            raise outcome
-        text = outcome(request) if callable(outcome) else outcome
-        span = Span(name=self.name, cost=self.cost, input_tokens=5, output_tokens=3, latency_s=self.delay)
-        return Completion(content=text, model=f"{self.name}-model", provider=self.name, input_tokens=5,
-                          output_tokens=3, cost=self.cost, trace=span)
-
-    async def stream(self, request):
-        completion = await self.complete(request)
-        for word in completion.content.split(" "):
-            yield Chunk(delta=word + " ")
-        yield Chunk(done=True, completion=completion)
+def Fake(name, reply="Answer: 1", *, fail=None, cost=1.0, **options):
+    """A scripted model named `name` (model `NAME-model`) answering `reply`, or raising `fail`,
+    after the answers of `script`."""
+    return ScriptedModel(fail if fail is not None else reply, name=name, model=f"{name}-model", cost=cost, **options)
 
 
 def models(*fakes):

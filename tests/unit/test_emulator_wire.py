@@ -106,6 +106,19 @@ def test_openai_accepts_what_the_schema_allows_at_its_edges():
     assert completion["choices"][0]["message"]["content"].endswith("Answer: 4")
 
 
+@pytest.mark.parametrize(
+    ("dialect", "body"),
+    [
+        (OPENAI, {"model": "m", "messages": [{"role": "user", "content": "hi"}], "colour": 1}),
+        (ANTHROPIC, {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}], "colour": 1}),
+    ],
+)
+def test_an_unknown_top_level_field_is_refused_by_name_as_the_apis_do(dialect, body):
+    with pytest.raises(WireError) as caught:
+        dialect.decode(encode(body))
+    assert caught.value.param == "colour" and caught.value.message.startswith("colour: unknown field")
+
+
 def test_openai_names_where_a_body_is_malformed():
     body = {"model": "m", "messages": [{"role": "assistant", "tool_calls": [{"id": "c", "type": "function"}]}]}
     with pytest.raises(WireError) as caught:

@@ -81,3 +81,9 @@ def test_one_image_and_one_ray_version_everywhere(manifest):
     # The client (this environment), the images and the generated config all run one Ray release.
     assert version == ray.__version__ == generated_by
     assert base.startswith(f"rayproject/ray:{version}-py311") and launcher_image.startswith(f"rayproject/ray:{version}-py311")
+
+
+def test_every_ray_container_serves_http_through_haproxy(manifest):
+    for container in containers(manifest):
+        env = {item["name"]: item for item in container.get("env", [])}
+        assert env["RAY_SERVE_ENABLE_HA_PROXY"]["value"] == "1", container["name"]

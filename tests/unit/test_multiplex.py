@@ -93,8 +93,18 @@ class FakeActor:
         return Remote
 
 
-async def no_sleep(_seconds: float) -> None:
-    await asyncio.sleep(0)
+class Ticking:
+    """A clock whose sleeps pass at once and move it on."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await asyncio.sleep(0)
 
 
 @pytest.fixture
@@ -103,8 +113,13 @@ def actor():
 
 
 @pytest.fixture
-async def channel(actor):
-    return Channel(actor, "echo", asyncio.get_running_loop(), sleep=no_sleep)
+def ticking():
+    return Ticking()
+
+
+@pytest.fixture
+async def channel(actor, ticking):
+    return Channel(actor, "echo", asyncio.get_running_loop(), sleep=ticking.sleep, clock=ticking, restart_window_s=60.0)
 
 
 async def test_calls_made_together_share_one_submit_and_get_their_own_answers(actor, channel):
@@ -164,7 +179,7 @@ async def test_calls_lost_in_a_restart_are_sent_again_to_the_new_incarnation(act
     assert sorted(actor.instance.started) == ["slow 0", "slow 1", "slow 2"]
 
 
-async def test_an_actor_that_stays_dead_fails_its_calls_clearly(actor, channel):
+async def test_an_actor_that_stays_dead_fails_its_calls_clearly(actor, channel, ticking):
     calls = [asyncio.ensure_future(channel.call(ask(f"slow {i}"))) for i in range(3)]
     while len(actor.instance.started) < 3:
         await asyncio.sleep(0)
@@ -173,6 +188,36 @@ async def test_an_actor_that_stays_dead_fails_its_calls_clearly(actor, channel):
     results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5)
     assert all(isinstance(r, ProviderUnavailableError) for r in results)
     assert "echo" in str(results[0])
+    assert 60.0 <= ticking.now <= 63.0  # after the window, and soon after it
+
+
+async def _revive_after(actor, ticking, seconds: float) -> None:
+    while ticking.now < seconds:
+        await asyncio.sleep(0)
+    actor.dead = False
+    actor.restart()
+
+
+@pytest.mark.parametrize("busy", [False, True], ids=["plain call", "shared calls"])
+async def test_calls_outlast_a_node_loss_that_takes_ray_20s_to_notice(actor, channel, ticking, busy):
+    """An actor on a lost node restarts elsewhere only once Ray declares the node dead (about
+    15 s by default); its calls are sent again until then, within the window."""
+    first = actor.instance
+    if busy:
+        calls = [asyncio.ensure_future(channel.call(ask(f"slow {i}"))) for i in range(3)]
+    else:
+        calls = [asyncio.ensure_future(channel.call_direct(ask("slow 0")))]
+    while len(first.started) < len(calls):
+        await asyncio.sleep(0)
+    actor.dead = True
+    actor.crash()
+    reviving = asyncio.ensure_future(_revive_after(actor, ticking, 20.0))
+    while not reviving.done():
+        await asyncio.sleep(0)
+    actor.instance.release.set()
+    answers = await asyncio.wait_for(asyncio.gather(*calls), 5)
+    assert [a.content for a in answers] == [f"SLOW {i}" for i in range(len(calls))]
+    assert 20.0 <= ticking.now < 25.0
 
 
 async def test_an_unreachable_moment_loses_nothing(actor, channel, monkeypatch):

@@ -1,0 +1,366 @@
+"""The Python API: `AsyncClient` calls providers, routes and ad-hoc patterns; `Client` is its blocking twin.
+
+    AsyncClient(config, runtime) ── Runtime.registry(config) ── Registry ── get(name) / adhoc(route)
+                                    RayRuntime: shared provider actors     (providers and routes)
+                                    LocalRuntime: providers in-process
+
+Requests are built from OpenAI's chat-completions fields by the same translation the HTTP door
+uses (`openai_format.parse_chat_body`), and pattern options are validated by the config's route
+models, so a mistake reads the same at every door.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterable, Iterator, Mapping, Sequence, get_args
+
+import msgspec
+import yaml
+
+from orchestray.batch import BatchOptions, OutputRecord, run_batch
+from orchestray.config import Config, Route, load_config, parse_config
+from orchestray.errors import RequestError
+from orchestray.messages import ChatRequest, Chunk, Completion, Message
+from orchestray.openai_format import message_dict, parse_chat_body, request_params
+from orchestray.registry import Registry
+
+from orchestray._runtime import RayRuntime, Runtime, runtime_for
+
+__all__ = ["AsyncClient", "Client"]
+
+Prompt = str | Sequence[Message | Mapping[str, Any]] | ChatRequest
+
+# Each pattern's route model, from the config's own union: its fields are the pattern's options.
+_ROUTE_MODELS = {get_args(cls.model_fields["pattern"].annotation)[0]: cls for cls in get_args(get_args(Route)[0])}
+_NOT_OPTIONS = {"pattern", "description"}
+_encode = msgspec.json.Encoder().encode
+
+
+# Clients unpickled in one process for the same config and cluster: one each, shared. Every Ray
+# task a worker process runs then reuses one client (one event loop thread, one set of
+# channels to the provider actors) instead of leaving one behind per task.
+_UNPICKLED: dict[tuple, Any] = {}
+_UNPICKLED_LOCK = threading.Lock()
+
+
+def _unpickle(cls, config: Config, runtime: Runtime):
+    if not isinstance(runtime, RayRuntime):
+        return cls(config, runtime)
+    key = (cls, config.model_dump_json(), runtime.address)
+    with _UNPICKLED_LOCK:
+        client = _UNPICKLED.get(key)
+        if client is None:
+            client = _UNPICKLED[key] = cls(config, runtime)
+        return client
+
+
+def _config(config: str | os.PathLike | Mapping[str, Any] | Config | None) -> Config:
+    if isinstance(config, Config):
+        return config
+    if isinstance(config, Mapping):
+        return parse_config(dict(config), "<config dict>")
+    if isinstance(config, str) and "\n" in config:
+        return parse_config(yaml.safe_load(config), "<config text>")
+    return load_config(config)
+
+
+def build_request(model: str, prompt: Prompt, fields: Mapping[str, Any]) -> ChatRequest:
+    """A request from a prompt (text, OpenAI messages, or `Message`s) and OpenAI request fields."""
+    if isinstance(prompt, ChatRequest):
+        if fields:
+            raise TypeError(f"request fields ({', '.join(fields)}) go in the ChatRequest itself when you pass one")
+        return prompt.with_changes(model=model)
+    if "stream" in fields:
+        raise TypeError("stream= is not a field here: call stream() for a streamed answer")
+    if isinstance(prompt, str):
+        messages: list[Any] = [{"role": "user", "content": prompt}]
+    else:
+        messages = [message_dict(m) if isinstance(m, Message) else m for m in prompt]
+    return parse_chat_body({**fields, "model": model, "messages": messages})
+
+
+def _split_options(pattern: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Take the pattern's own options out of `options` (what is left are request fields)."""
+    fields = _ROUTE_MODELS[pattern].model_fields
+    return {name: options.pop(name) for name in list(options) if name in fields and name not in _NOT_OPTIONS}
+
+
+class AsyncClient:
+    """Calls the providers and routes of `config` (a path, YAML text, a dict, a `Config`, or None
+    for the embedded default), and runs patterns ad hoc.
+
+    `runtime="ray"` joins `address` (or RAY_ADDRESS), else starts a local Ray instance, and
+    calls the cluster's shared provider actors; `runtime="local"` runs everything in this
+    process without Ray. Picklable: an unpickled client (in a Ray task or actor, say) connects
+    afresh to the same providers (one client per process and config on Ray, however many
+    copies arrive).
+    """
+
+    def __init__(
+        self,
+        config: str | os.PathLike | Mapping[str, Any] | Config | None = None,
+        runtime: str | Runtime = "ray",
+        address: str | None = None,
+    ):
+        self.config = _config(config)
+        self.runtime = runtime_for(runtime, address)
+        self._registry: Registry | None = None
+        self._starting: asyncio.Future | None = None
+
+    def __reduce__(self):
+        return (_unpickle, (AsyncClient, self.config, self.runtime))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(runtime={self.runtime.name!r}, models={self.config.model_names()!r})"
+
+    async def __aenter__(self) -> AsyncClient:
+        await self._models()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        self._registry = self._starting = None
+        await self.runtime.close()
+
+    def models(self) -> list[str]:
+        """The names callable here: providers, then routes."""
+        return self.config.model_names()
+
+    async def _models(self) -> Registry:
+        if self._registry is not None:
+            return self._registry
+        if self._starting is None or self._starting.get_loop() is not asyncio.get_running_loop():
+            self._starting = asyncio.ensure_future(self.runtime.registry(self.config))
+        registry = await asyncio.shield(self._starting)
+        self._registry = registry
+        return registry
+
+    # Single calls ──────────────────────────────────────────────────────────────────────────
+
+    async def complete(self, model: str, prompt: Prompt, **fields: Any) -> Completion:
+        """One answer from a provider or route. `prompt` is text, OpenAI messages (dicts) or
+        `Message`s, or a whole `ChatRequest`; `fields` are OpenAI request fields
+        (`max_tokens=64`, `temperature=0`, `tools=[...]`, `response_format={...}`, ...)."""
+        request = build_request(model, prompt, fields)
+        registry = self._registry or await self._models()
+        return await registry.get(model).complete(request)
+
+    async def stream(self, model: str, prompt: Prompt, **fields: Any) -> AsyncIterator[Chunk]:
+        """The answer in pieces; the last chunk has `done=True` and the whole `Completion`."""
+        request = build_request(model, prompt, fields)
+        registry = await self._models()
+        async for chunk in registry.get(model).stream(request):
+            yield chunk
+
+    # Ad-hoc patterns: the options a route of that pattern takes, then OpenAI request fields ──
+
+    async def race(self, providers: Sequence[str], prompt: Prompt, **options: Any) -> Completion:
+        """First success wins (`hedge_after_ms`: ms, "p95", or None to call all at once)."""
+        return await self._pattern("race", {"providers": list(providers)}, prompt, options)
+
+    async def ensemble(self, providers: Sequence[str], prompt: Prompt, **options: Any) -> Completion:
+        """Parallel calls and a vote (`samples`, `temperature`, `vote`, `tie`, `weights`, `judge`,
+        `extract`, `pattern_regex`, `json_field`, `quorum`)."""
+        return await self._pattern("ensemble", {"providers": list(providers)}, prompt, options)
+
+    async def cascade(self, providers: Sequence[str], prompt: Prompt, **options: Any) -> Completion:
+        """Cheapest first, escalating while the acceptance test fails (`accept`, `threshold`,
+        `samples`, `judge`)."""
+        return await self._pattern("cascade", {"providers": list(providers)}, prompt, options)
+
+    async def tree_of_thought(self, providers: Sequence[str], problem: Prompt, **options: Any) -> Completion:
+        """Beam search over thoughts (`task`, `breadth`, `depth`, `evaluations`, and the budgets
+        `max_calls`, `max_tokens`, `max_cost`)."""
+        return await self._pattern("tree_of_thought", {"providers": list(providers)}, problem, options)
+
+    async def route(self, rules: Sequence[Mapping[str, Any]], prompt: Prompt, *, default: str, **options: Any) -> Completion:
+        """The first rule whose conditions hold picks the target; `default` otherwise."""
+        return await self._pattern("route", {"rules": [dict(r) for r in rules], "default": default}, prompt, options)
+
+    async def fallback(self, providers: Sequence[str], prompt: Prompt, **options: Any) -> Completion:
+        """Each in turn until one answers."""
+        return await self._pattern("fallback", {"providers": list(providers)}, prompt, options)
+
+    async def pipeline(self, steps: Sequence[Mapping[str, Any]], input: Prompt, **options: Any) -> Completion:
+        """Steps in order, each prompt a template over `{input}` and `{steps.NAME.output}`
+        (`on_error`: fail_fast or continue)."""
+        return await self._pattern("pipeline", {"steps": [dict(s) for s in steps]}, input, options)
+
+    async def _pattern(self, pattern: str, route: dict[str, Any], prompt: Prompt, options: dict[str, Any]) -> Completion:
+        route = {"pattern": pattern, **route, **_split_options(pattern, options)}
+        request = build_request(pattern, prompt, options)
+        registry = self._registry or await self._models()
+        return await registry.adhoc(route).complete(request)
+
+    # Batches ───────────────────────────────────────────────────────────────────────────────
+
+    async def batch(
+        self,
+        requests: str | os.PathLike | Iterable[Mapping[str, Any] | ChatRequest],
+        output: str | os.PathLike | None = None,
+        progress: bool = False,
+        *,
+        model: str | None = None,
+        max_in_flight: int | None = None,
+        retry_errors: bool = False,
+    ) -> AsyncIterator[OutputRecord]:
+        """Run many requests; yield each one's record (OpenAI Batch output) as it finishes.
+
+        `requests` is an OpenAI-Batch JSONL file, or an iterable of batch lines
+        (`{"custom_id", "body"}`), chat bodies (`{"model", "messages", ...}`) or `ChatRequest`s,
+        numbered from 0 as their custom_id when they have none. With `output` the records are
+        also written there, and a second run resumes (yielding only the lines it answers).
+        `model` sends every request to that provider or route. The batch command's engine:
+        bounded in flight, one record per request, a bad one included.
+        """
+        registry = await self._models()
+        options = BatchOptions(
+            route=model,
+            retry_errors=retry_errors,
+            max_in_flight=max_in_flight or self.config.batch.max_in_flight,
+            progress=progress,
+        )
+        with tempfile.TemporaryDirectory(prefix="orchestray-batch-") as scratch:
+            if isinstance(requests, (str, os.PathLike)):
+                source = Path(requests)
+            else:
+                source = Path(scratch) / "input.jsonl"
+                await asyncio.to_thread(_write_lines, requests, source)
+            target = Path(output) if output is not None else Path(scratch) / "output.jsonl"
+            finished: asyncio.Queue = asyncio.Queue()
+            job = asyncio.ensure_future(
+                run_batch(source, target, registry.get, registry.knows, options, on_record=finished.put_nowait)
+            )
+            job.add_done_callback(lambda _: finished.put_nowait(None))
+            try:
+                while (record := await finished.get()) is not None:
+                    yield record
+                await job  # its error, if it failed
+            finally:
+                if not job.done():
+                    job.cancel()
+                    await asyncio.gather(job, return_exceptions=True)
+
+
+def _write_lines(requests: Iterable[Mapping[str, Any] | ChatRequest], path: Path) -> None:
+    with path.open("wb") as f:
+        for i, item in enumerate(requests):
+            if isinstance(item, ChatRequest):
+                line: Any = {"custom_id": item.request_id or str(i), "body": request_params(item, item.model)}
+            elif isinstance(item, Mapping) and "body" in item:
+                line = {"custom_id": str(i), "method": "POST", "url": "/v1/chat/completions", **item}
+            elif isinstance(item, Mapping):
+                line = {"custom_id": str(i), "body": dict(item)}
+            else:
+                raise TypeError(f"request {i}: a batch line, a chat body or a ChatRequest, not {type(item).__name__}")
+            f.write(_encode(line) + b"\n")
+
+
+class Client:
+    """The blocking twin of `AsyncClient`, for scripts and notebooks: the same methods, each
+    waiting for its answer. Its async client runs on a private event loop in a thread of its
+    own, so it works where a loop is already running (Jupyter) and inside Ray actors."""
+
+    def __init__(
+        self,
+        config: str | os.PathLike | Mapping[str, Any] | Config | None = None,
+        runtime: str | Runtime = "ray",
+        address: str | None = None,
+    ):
+        self._async = AsyncClient(config, runtime, address)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._guard = threading.Lock()
+
+    def __reduce__(self):
+        return (_unpickle, (Client, self._async.config, self._async.runtime))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(runtime={self._async.runtime.name!r}, models={self.config.model_names()!r})"
+
+    @property
+    def config(self) -> Config:
+        return self._async.config
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _loop_running(self) -> asyncio.AbstractEventLoop:
+        with self._guard:
+            if self._loop is None:
+                # Joining Ray happens here, in the caller's thread, not on the private loop's.
+                self._async.runtime.start()
+                self._loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(target=self._loop.run_forever, name="orchestray-client", daemon=True)
+                self._thread.start()
+            return self._loop
+
+    def _run(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop_running()).result()
+
+    def _iterate(self, stream: AsyncIterator) -> Iterator:
+        loop = self._loop_running()
+
+        async def step():
+            return await anext(stream, _END)
+
+        try:
+            while (item := asyncio.run_coroutine_threadsafe(step(), loop).result()) is not _END:
+                yield item
+        finally:
+            asyncio.run_coroutine_threadsafe(stream.aclose(), loop).result()
+
+    def close(self) -> None:
+        with self._guard:
+            loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
+        if loop is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._async.close(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+    def models(self) -> list[str]:
+        return self._async.models()
+
+    def complete(self, model: str, prompt: Prompt, **fields: Any) -> Completion:
+        return self._run(self._async.complete(model, prompt, **fields))
+
+    def stream(self, model: str, prompt: Prompt, **fields: Any) -> Iterator[Chunk]:
+        return self._iterate(self._async.stream(model, prompt, **fields))
+
+    def race(self, providers: Sequence[str], prompt: Prompt, **options: Any) -> Completion:
+        return self._run(self._async.race(providers, prompt, **options))
+
+    def ensemble(self, providers: Sequence[str], prompt: Prompt, **options: Any) -> Completion:
+        return self._run(self._async.ensemble(providers, prompt, **options))
+
+    def cascade(self, providers: Sequence[str], prompt: Prompt, **options: Any) -> Completion:
+        return self._run(self._async.cascade(providers, prompt, **options))
+
+    def tree_of_thought(self, providers: Sequence[str], problem: Prompt, **options: Any) -> Completion:
+        return self._run(self._async.tree_of_thought(providers, problem, **options))
+
+    def route(self, rules: Sequence[Mapping[str, Any]], prompt: Prompt, *, default: str, **options: Any) -> Completion:
+        return self._run(self._async.route(rules, prompt, default=default, **options))
+
+    def fallback(self, providers: Sequence[str], prompt: Prompt, **options: Any) -> Completion:
+        return self._run(self._async.fallback(providers, prompt, **options))
+
+    def pipeline(self, steps: Sequence[Mapping[str, Any]], input: Prompt, **options: Any) -> Completion:
+        return self._run(self._async.pipeline(steps, input, **options))
+
+    def batch(self, requests, output=None, progress: bool = False, **options: Any) -> Iterator[OutputRecord]:
+        return self._iterate(self._async.batch(requests, output, progress, **options))
+
+
+_END = object()

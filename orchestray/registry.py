@@ -1,0 +1,89 @@
+"""The one registry: a config's names (providers, routes, ad-hoc patterns) to models to call.
+
+A provider name gives whatever the runtime makes of it (the shared Ray actor's handle, or a
+`Provider` in this process); a route name gives its coordinator, run in this process against
+those providers, unless a route host is given. Knows nothing of Ray, so the local runtime and
+the unit tests use it as it is; `orchestray.actors.directory.ModelDirectory` is this registry
+with Ray's provider actors plugged in.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Mapping
+
+from orchestray.config import Config, ProviderConfig, parse_config
+from orchestray.coordinators import Coordinator, Model, build_coordinator
+from orchestray.errors import ConfigError, RequestError, UnknownModelError
+
+__all__ = ["Registry", "ADHOC"]
+
+# The name an ad-hoc pattern is validated and traced under (the HTTP door's too).
+ADHOC = "adhoc:request"
+# Ad-hoc patterns kept built, by their options: a loop calling one pattern validates it once.
+_ADHOC_KEPT = 256
+
+
+class Registry:
+    """`get(name)` makes each model on first use and keeps it.
+
+    `provider(config)` makes the model behind a provider; `route(name)`, when given, hosts a
+    route elsewhere (its own actor); without it routes run here as coordinators.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        provider: Callable[[ProviderConfig], Model],
+        route: Callable[[str], Model] | None = None,
+    ):
+        self.config = config
+        self._provider = provider
+        self._route = route
+        self._models: dict[str, Model] = {}
+        self._adhoc: dict[str, Coordinator] = {}
+
+    def knows(self, name: str) -> bool:
+        return self.config.has_model(name)
+
+    def names(self) -> list[str]:
+        return self.config.model_names()
+
+    def get(self, name: str) -> Model:
+        model = self._models.get(name)
+        if model is None:
+            model = self._models[name] = self._make(name)
+        return model
+
+    def _make(self, name: str) -> Model:
+        if name in self.config.routes:
+            if self._route is not None:
+                return self._route(name)
+            return build_coordinator(name, self.config, self.get)
+        if not self.config.has_model(name):
+            raise UnknownModelError(name, self.config.model_names())
+        return self._provider(self.config.provider(name))
+
+    def providers(self) -> dict[str, Model]:
+        """Every provider's model, made now (so nothing is made later on an event loop)."""
+        return {p.name: self.get(p.name) for p in self.config.providers}
+
+    def adhoc(self, route: Mapping[str, Any]) -> Coordinator:
+        """The coordinator of a pattern given as a route of the config would be (`{"pattern":
+        "race", "providers": [...], ...}`), validated by the same models: a bad option is a
+        `RequestError` worded as the config's error for that field."""
+        key = json.dumps(route, sort_keys=True, default=str)
+        coordinator = self._adhoc.get(key)
+        if coordinator is not None:
+            return coordinator
+        data = self.config.model_dump(mode="json")
+        data["routes"] = {**data["routes"], ADHOC: dict(route)}
+        try:
+            config = parse_config(data, "request")
+            coordinator = build_coordinator(ADHOC, config, self.get)
+        except ConfigError as err:
+            raise RequestError(str(err).replace(f"request: routes.{ADHOC}.", "").replace(f"request: routes.{ADHOC}: ", "")) from None
+        if len(self._adhoc) >= _ADHOC_KEPT:
+            self._adhoc.pop(next(iter(self._adhoc)))
+        self._adhoc[key] = coordinator
+        return coordinator

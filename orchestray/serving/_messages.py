@@ -1,0 +1,100 @@
+"""`POST /v1/messages`: the Anthropic Messages API at the gateway, over any provider or route.
+
+The body is parsed here, not by FastAPI, so that every error (a malformed body included) comes
+back in Anthropic's shape, which Anthropic clients read, rather than the gateway's OpenAI one.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from ray.exceptions import RayTaskError
+
+from orchestray.anthropic_format import StreamEncoder, error_body, message_body, new_message_id, parse_messages_body
+from orchestray.errors import OrchestrayError, ProviderUnavailableError, RequestError, UnknownModelError
+from orchestray.messages import ChatRequest, Chunk, Completion
+
+__all__ = ["messages_response", "anthropic_shaped"]
+
+Complete = Callable[[ChatRequest], Awaitable[Completion]]
+Chunks = Callable[[ChatRequest], AsyncIterator[Chunk]]
+Spend = Callable[[Completion, Request], None]
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(status, message), status_code=status, headers=headers)
+
+
+def _cause(err: BaseException) -> OrchestrayError:
+    """The orchestray error behind a failure (a coordinator's comes wrapped by Ray)."""
+    cause = getattr(err, "cause", err) if isinstance(err, RayTaskError) else err
+    return cause if isinstance(cause, OrchestrayError) else ProviderUnavailableError("coordinator failed")
+
+
+def _answer_error(err: OrchestrayError, status_of: Callable[[BaseException], int]) -> JSONResponse:
+    status = status_of(err)
+    headers = None
+    retry_after = getattr(err, "retry_after", None)
+    if status in (429, 503) and retry_after:
+        headers = {"retry-after": str(max(1, int(retry_after + 0.999)))}
+    return _error(status, str(err), headers)
+
+
+async def messages_response(
+    http: Request,
+    has_model: Callable[[str], bool],
+    model_names: Callable[[], list[str]],
+    complete: Complete,
+    chunks: Chunks,
+    spend: Spend,
+    status_of: Callable[[BaseException], int],
+) -> Response:
+    """Answer one `POST /v1/messages`: a message, or its stream of server-sent events."""
+    message_id = new_message_id()
+    try:
+        try:
+            body: Any = json.loads(await http.body())
+        except ValueError:
+            raise RequestError("the body is not valid JSON") from None
+        request, stream = parse_messages_body(body, message_id)
+        if not has_model(request.model):
+            raise UnknownModelError(request.model, model_names())
+        if stream:
+            return StreamingResponse(_events(request, message_id, chunks, spend, status_of, http),
+                                     media_type="text/event-stream", headers={"cache-control": "no-cache"})
+        completion = await complete(request)
+    except (OrchestrayError, RayTaskError) as err:
+        return _answer_error(_cause(err), status_of)
+    spend(completion, http)
+    return JSONResponse(message_body(completion, message_id, request.model),
+                        headers={"x-orchestray-cost": f"{completion.cost:.10f}",
+                                 "x-orchestray-provider": completion.provider})
+
+
+async def _events(
+    request: ChatRequest, message_id: str, chunks: Chunks, spend: Spend,
+    status_of: Callable[[BaseException], int], http: Request,
+) -> AsyncIterator[bytes]:
+    encoder = StreamEncoder(message_id, request.model)
+    yield encoder.start()
+    try:
+        async for chunk in chunks(request):
+            if chunk.done:
+                yield encoder.finish(chunk.completion)
+                spend(chunk.completion, http)
+                return
+            yield encoder.piece(chunk)
+    except (OrchestrayError, RayTaskError) as err:
+        # The status line is gone; the error travels as an `error` event, as Anthropic's do.
+        cause = _cause(err)
+        yield encoder.error(status_of(cause), str(cause))
+
+
+def anthropic_shaped(refusal: JSONResponse) -> JSONResponse:
+    """A refusal of the gateway's guard (key, size, quota) in Anthropic's error shape."""
+    message = json.loads(refusal.body)["error"]["message"]
+    headers = {k: v for k, v in refusal.headers.items() if k in ("retry-after", "www-authenticate")}
+    return _error(refusal.status_code, message, headers)

@@ -1,0 +1,158 @@
+"""The gateway's Anthropic-compatible `POST /v1/messages`, driven by the real anthropic SDK and raw HTTP."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import anthropic
+import pytest
+import requests
+
+from orchestray.config import parse_config
+from orchestray.emulator import EmulatorOptions, run_in_thread
+from orchestray.serving import app_for
+
+pytestmark = pytest.mark.integration
+
+KEY = "messages-key-0123456789"
+WEATHER = {
+    "name": "get_weather",
+    "description": "The current weather in a city",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def gateway(ray_session):
+    """One app: a simulated provider, an anthropic-kind provider on the emulator, and two routes."""
+    from ray import serve
+
+    with run_in_thread(EmulatorOptions()) as emu:
+        port = _free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        providers = [
+            {"name": "msg-sim", "kind": "simulated", "simulated": {"latency_ms": 2, "latency_sigma": 0.2, "accuracy": 1.0}},
+            {"name": "msg-claude", "kind": "anthropic", "model": "sim-large", "base_url": emu.anthropic_base_url},
+        ]
+        routes = {
+            "msg-race": {"pattern": "race", "providers": ["msg-claude", "msg-sim"]},
+            "msg-vote": {"pattern": "ensemble", "providers": ["msg-sim", "msg-claude"]},
+        }
+        config = parse_config({"providers": providers, "routes": routes,
+                               "serve": {"replica_num_cpus": 0, "api_keys_env": "TEST_MESSAGES_KEYS"}})
+        serve.run(app_for(config, {"runtime_env": {"env_vars": {"TEST_MESSAGES_KEYS": KEY}}}),
+                  name="messages", route_prefix="/", blocking=False)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.5)
+        else:
+            raise AssertionError("the Serve application did not become ready")
+        yield base
+        serve.delete("messages")
+        serve.shutdown()
+
+
+@pytest.fixture
+def client(gateway):
+    with anthropic.Anthropic(base_url=gateway, api_key=KEY, max_retries=0, timeout=30) as sdk:
+        yield sdk
+
+
+QUESTION = [{"role": "user", "content": "What is 17 * 3?"}]
+
+
+@pytest.mark.parametrize("model", ["msg-sim", "msg-claude", "msg-race", "msg-vote"])
+def test_the_anthropic_sdk_gets_messages_from_a_provider_or_a_route(client, model):
+    # anthropic >= 1.0 takes sampling fields only as extra_body.
+    message = client.messages.create(model=model, max_tokens=128, messages=QUESTION, system="Be brief.",
+                                     extra_body={"temperature": 0.0, "top_p": 0.9})
+    assert message.type == "message" and message.role == "assistant" and message.model == model
+    assert message.id.startswith("msg_") and message.stop_reason == "end_turn"
+    assert "Answer: 51" in message.content[0].text
+    assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0
+    assert message.model_extra["orchestray"]["trace"]["kind"] in ("provider", "race", "ensemble")
+
+
+@pytest.mark.parametrize("model", ["msg-sim", "msg-claude", "msg-race"])
+def test_the_anthropic_sdk_streams(client, model):
+    with client.messages.stream(model=model, max_tokens=128, messages=QUESTION) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert "Answer: 51" in text and final.content[0].text == text
+    assert final.stop_reason == "end_turn" and final.usage.output_tokens > 0 and final.usage.input_tokens > 0
+
+
+@pytest.mark.parametrize("model", ["msg-sim", "msg-claude"])
+def test_a_tool_round_trip(client, model):
+    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+    first = client.messages.create(model=model, max_tokens=256, messages=messages, tools=[WEATHER])
+    calls = [b for b in first.content if b.type == "tool_use"]
+    if calls:  # the simulated model calls the tool at its accuracy
+        assert first.stop_reason == "tool_use" and calls[0].name == "get_weather"
+        assert isinstance(calls[0].input, dict)
+        call_id = calls[0].id
+        messages.append({"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]})
+    else:
+        call_id = "toolu_given"
+        messages.append({"role": "assistant", "content": [
+            {"type": "tool_use", "id": call_id, "name": "get_weather", "input": {"city": "Paris"}}]})
+    messages.append({"role": "user", "content": [{"type": "tool_result", "tool_use_id": call_id, "content": "18C, sunny"}]})
+    second = client.messages.create(model=model, max_tokens=256, messages=messages, tools=[WEATHER])
+    assert second.stop_reason in ("end_turn", "tool_use") and second.content
+
+
+def test_a_streamed_tool_call_arrives_as_input_json(client):
+    with client.messages.stream(model="msg-claude", max_tokens=256, tools=[WEATHER],
+                                tool_choice={"type": "tool", "name": "get_weather"},
+                                messages=[{"role": "user", "content": "What is the weather in Paris?"}]) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    calls = [b for b in final.content if b.type == "tool_use"]
+    if calls:
+        assert final.stop_reason == "tool_use" and calls[0].name == "get_weather"
+        assert any(e.type == "input_json" for e in events) or calls[0].input == {}
+    assert final.usage.output_tokens > 0
+
+
+def test_x_api_key_authenticates_as_well_as_bearer(gateway):
+    body = {"model": "msg-sim", "max_tokens": 64, "messages": QUESTION}
+    for headers in ({"x-api-key": KEY}, {"authorization": f"Bearer {KEY}"}):
+        response = requests.post(f"{gateway}/v1/messages", json=body, headers=headers, timeout=30)
+        assert response.status_code == 200 and response.json()["type"] == "message"
+    for headers in ({}, {"x-api-key": "wrong"}):
+        response = requests.post(f"{gateway}/v1/messages", json=body, headers=headers, timeout=30)
+        assert response.status_code == 401
+        assert response.json()["type"] == "error" and response.json()["error"]["type"] == "authentication_error"
+    # The OpenAI endpoint takes the same key the Anthropic way.
+    chat = {"model": "msg-sim", "messages": QUESTION}
+    assert requests.post(f"{gateway}/v1/chat/completions", json=chat, headers={"x-api-key": KEY}, timeout=30).ok
+
+
+def test_errors_come_in_anthropics_shape(gateway, client):
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        client.messages.create(model="ghost", max_tokens=16, messages=QUESTION)
+    assert caught.value.body["error"]["type"] == "not_found_error" and "ghost" in caught.value.body["error"]["message"]
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.create(model="msg-claude", max_tokens=16, messages=QUESTION, extra_body={"temperature": 1.5})
+    assert caught.value.body["error"]["type"] == "invalid_request_error"
+    assert "temperature" in caught.value.body["error"]["message"]
+    for payload, says in ((b"{nope", "not valid JSON"),
+                          (json.dumps({"model": "msg-sim", "messages": QUESTION}).encode(), "max_tokens: Field required")):
+        response = requests.post(f"{gateway}/v1/messages", data=payload, timeout=30,
+                                 headers={"x-api-key": KEY, "content-type": "application/json"})
+        assert response.status_code == 400 and says in response.json()["error"]["message"]
+        assert response.json()["type"] == "error"
