@@ -385,7 +385,7 @@ async def run_batch(
         result = BatchResult()
         progress = _Progress(total, options.progress, options.progress_interval_s)
         started = time.monotonic()
-        await _run_lines(source, target, done, lock, resolve, known, options, result, progress)
+        await _run_lines(source, target, done, lock, resolve, known, options, result, progress, on_record)
         result.wall_s = time.monotonic() - started
     if on_done is not None:
         await on_done(result)
@@ -403,6 +403,7 @@ async def _run_lines(
     options: BatchOptions,
     result: BatchResult,
     progress: _Progress,
+    on_record: Callable[[OutputRecord], None] | None = None,
 ) -> None:
     # One 64-bit digest per custom_id catches duplicates in a fraction of the ids' own memory.
     seen_ids: set[int] = set()

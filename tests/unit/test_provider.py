@@ -17,51 +17,7 @@ from orchestray.errors import (
 )
 from orchestray.messages import ChatRequest, Message
 from orchestray.provider import Provider
-
-
-class ScriptedBackend:
-    """Answers from a script: an exception to raise, or a latency then a reply."""
-
-    def __init__(self, clock, script=None, latency=0.0):
-        self.clock = clock
-        self.script = list(script or [])
-        self.latency = latency
-        self.calls: list[float] = []
-        self.cancelled = 0
-        self.active = 0
-        self.peak_active = 0
-
-    async def complete(self, request):
-        self.calls.append(self.clock.now)
-        step = self.script.pop(0) if self.script else None
-        if isinstance(step, BaseException):
-            raise step
-        self.active += 1
-        self.peak_active = max(self.peak_active, self.active)
-        try:
-            if self.latency:
-                await self.clock.sleep(self.latency)
-            if step == "hang":
-                await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            self.cancelled += 1
-            raise
-        finally:
-            self.active -= 1
-        if isinstance(step, Quota):
-            return Reply("Answer: 4", input_tokens=10, output_tokens=5, model="m", quota=step)
-        return Reply("Answer: 4", input_tokens=10, output_tokens=5, model="m")
-
-    async def stream(self, request):
-        step = self.script.pop(0) if self.script else None
-        if isinstance(step, BaseException):
-            raise step
-        for piece in ("Ans", "wer: ", "4"):
-            yield piece
-        yield Reply("Answer: 4", 10, 5, "stop", "m")
-
-    async def close(self):
-        pass
+from orchestray.testing import ScriptedBackend
 
 
 def make(clock, script=None, latency=0.0, **fields):
@@ -355,7 +311,8 @@ async def test_a_call_cancelled_past_the_p95_still_counts_in_the_latency_history
 
 
 async def test_the_headers_teach_an_unconfigured_limit_and_lower_a_configured_one(clock, caplog):
-    headers = Quota(limit_requests=600, remaining_requests=9, reset_requests_s=0.1)
+    headers = Reply("Answer: 4", 10, 5, model="m",
+                    quota=Quota(limit_requests=600, remaining_requests=9, reset_requests_s=0.1))
     provider, _ = make(clock, script=[headers])
     await provider.complete(request())
     assert provider.snapshot().limit_rpm == 600
