@@ -305,10 +305,14 @@ class Workflow:
         shared: SharedContext | Mapping[str, Any] | None = None,
         on_start: Callable[[str], Any] | None = None,
         on_finish: Callable[[StepResult], Any] | None = None,
+        events: Any = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> WorkflowResult:
-        """Run every step on `value`; model steps call `models` (see the module docstring)."""
+        """Run every step on `value`; model steps call `models` (see the module docstring).
+
+        With `events` (an `orchestray.events.EventBus`), each step that ran emits
+        `<step>.completed` or `<step>.failed` with its `StepResult`, so handlers can follow a run."""
         self.build()
         deps = self.dependencies()
         resolve = _resolver(models)
@@ -326,6 +330,8 @@ class Workflow:
             settle(result)
             if on_finish is not None:
                 await _maybe_await(on_finish(result))
+            if events is not None and result.status in (COMPLETED, FAILED):
+                await events.emit(f"{result.name}.{result.status}", result)
 
         try:
             while len(ctx.results) < len(self.steps):

@@ -211,3 +211,20 @@ def test_a_broken_condition_fails_its_step_and_stops_the_run_at_once():
     result = run(wf, "d")
     assert result.steps["odd"].status == FAILED and result.steps["odd"].error.startswith("when: KeyError")
     assert result.steps["hang"].status == SKIPPED  # cancelled without waiting for it
+
+
+def test_steps_emit_completed_and_failed_events_on_a_bus():
+    from orchestray.events import EventBus
+
+    bus, seen = EventBus(), []
+    bus.on("extract.completed", lambda r: seen.append((r.name, r.output)))
+    bus.on("check.failed", lambda r: seen.append((r.name, r.error)))
+
+    async def main():
+        async with bus:
+            wf = Workflow("w", on_error="continue").step("extract", fn=str.upper).step("check", fn=lambda d: 1 / 0)
+            await wf.run("doc", events=bus)
+            await bus.join()
+
+    asyncio.run(main())
+    assert sorted(seen) == [("check", "ZeroDivisionError: division by zero"), ("extract", "DOC")]
