@@ -240,6 +240,10 @@ class Workflow:
             raise ConfigError(f"step {name!r}: retries must be a whole number >= 0")
         if timeout_s is not None and not timeout_s > 0:
             raise ConfigError(f"step {name!r}: timeout_s must be > 0")
+        unknown = sorted(set(request) - set(ChatRequest.__struct_fields__) - {"messages"}) if request else []
+        if unknown or (request and fn is not None):
+            what = ", ".join(unknown or sorted(request))
+            raise ConfigError(f"step {name!r}: {what} {'is no step option or request field' if unknown else 'applies to model steps only'}")
         if isinstance(inputs, Sequence) and not isinstance(inputs, str):
             inputs = {ref.replace(".", "_"): ref for ref in inputs}
         parser: Extractor | Callable[[str], Any] | None = None

@@ -228,3 +228,10 @@ def test_steps_emit_completed_and_failed_events_on_a_bus():
 
     asyncio.run(main())
     assert sorted(seen) == [("check", "ZeroDivisionError: division by zero"), ("extract", "DOC")]
+
+
+def test_a_misspelt_option_is_refused_when_the_step_is_added():
+    with pytest.raises(ConfigError, match="retry is no step option"):
+        Workflow("w").step("a", model="m", prompt="x", retry=3)
+    with pytest.raises(ConfigError, match="model steps only"):
+        Workflow("w").step("a", fn=len, temperature=0.5)
