@@ -4,10 +4,10 @@ Every extractor is a callable `str -> str | None`; None means "no answer found",
 does not vote. Build one with `extractor(kind, **options)`:
 
     kind       options                      returns
-    "answer"   -                            the text after the last "Answer:" line, else the whole text
+    "answer"   -                            the stated answer (`answer_span`, below), else the whole text
     "text"     -                            the whole text, normalised (case, spaces, final period)
-    "number"   -                            the answer's number ("Answer: 1,234.50" -> "1234.5")
-    "choice"   choices="ABCDE"              the option letter ("Answer: B", "(B)", "B)")
+    "number"   -                            the stated answer's number ("Answer: 1,234.50" -> "1234.5")
+    "choice"   choices="ABCDE"              the option letter ("Answer: B", "(B)", "B)", "**B**")
     "regex"    pattern=, group=1, last=False  a regex group of the first (or last) match
     "json"     path="a.b.0"                 a field of the first JSON object in the text holding it;
                                             path="" (the default): the whole object, canonical
