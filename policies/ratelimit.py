@@ -237,7 +237,7 @@ class Permit:
 # widens the window this limiter keeps by this fraction of it, so that much lateness fits.
 _TIGHTEN_STEP = 0.01
 _TIGHTEST = 0.05
-_TIGHTEN_FORGET_S = 5.0  # one step of widening is given back after this long without a 429
+_TIGHTEN_FORGET_S = 15.0  # one step of tightening is given back after this long without a 429
 _ONE_EVENT_S = 2.0  # 429s this close together are one event (one stall of the network): one step
 _PERSIST_COUNT = 3  # this many 429s ...
 _PERSIST_S = 5.0  # ... within this long slow the rate

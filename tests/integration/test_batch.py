@@ -110,10 +110,12 @@ def test_a_provider_actor_killed_mid_run_loses_nothing(ray_session, tmp_path):
     kill_providers(ray_session, config)
 
 
-def test_faults_and_a_429_storm_at_the_emulator_are_absorbed(ray_session, tmp_path, emulator):
+def test_faults_and_an_overstated_limit_at_the_emulator_are_absorbed(ray_session, tmp_path, emulator):
     emulator.configure(rpm=1200, fault_rate=0.1, seed=9)
     name = f"storm-{uuid.uuid4().hex[:6]}"
-    # The provider thinks it may send three times what the emulator allows: a 429 storm.
+    # The provider is told it may send three times what the emulator allows. Before the limiter
+    # read rate-limit headers this was a 429 storm; now the first answers' headers teach the
+    # lower limit, so at most the first window draws 429s, and every line is answered.
     config = parse_config({"providers": [{"name": name, "kind": "openai", "model": "sim-small", "base_url": emulator.openai_base_url,
                                           "limits": {"rpm": 3600}, "max_retries": 10}]})
     source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
@@ -121,7 +123,7 @@ def test_faults_and_a_429_storm_at_the_emulator_are_absorbed(ray_session, tmp_pa
     write_input(source, n, [name])
     result = run_batch_job(str(source), str(out), config, BatchOptions(progress=False, max_in_flight=64))
     stats = emulator.stats()
-    assert stats["rate_limited"] > 0 and stats["faults"] > 0
+    assert stats["faults"] > 0 and stats["rate_limited"] <= 20
     assert result.failed == 0 and result.succeeded == n
     assert_one_record_per_line(out, n)
     summary = json.loads((tmp_path / "out.summary.json").read_text())

