@@ -3,7 +3,8 @@
     python bench/patterns.py            # 4000 arithmetic questions (10000 for the latency rows)
     python bench/patterns.py --quick    # 500 (2000), about a minute
     python bench/patterns.py --virtual-time   # the same on a virtual clock, in well under a minute
-    # and always the 100 Game of 24 test puzzles (ranks 901-1000)
+    # and always the 100 Game of 24 test puzzles (ranks 901-1000), 100 reach-a-target puzzles
+    # (the general tree-of-thought task) and word problems answered in mixed phrasings
 
 In-process, no Ray: `Provider` objects with simulated backends, the coordinators calling them
 through a `resolve` table, many questions in flight at once (bounded). Everything is seeded:
@@ -49,7 +50,8 @@ from orchestray.messages import ChatRequest, Completion, Message
 from orchestray.policies.confidence import escalate_if_below
 from orchestray.policies.extraction import extractor
 from orchestray.provider import Provider
-from orchestray.simulated import Question, arithmetic_questions
+from orchestray.simulated import Question, arithmetic_questions, word_questions
+from orchestray.tasks import reach
 from orchestray.tasks.game24 import Puzzle, check_answer, load_puzzles, parse_solution, solve_prompt
 
 RESULTS = Path(__file__).resolve().parent / "results" / "patterns.json"
@@ -290,6 +292,16 @@ async def run(n_questions: int, n_latency: int) -> tuple[list[Row], dict[str, An
                          lambda t, r: EnsembleCoordinator("vote", r, ["small"], samples=5, temperature=0.7,
                                                           extract=NUMBER, clock=clock), items)
 
+    # The same five-sample vote on word problems the model answers in mixed phrasings (bold, boxed,
+    # JSON, a final line, "The answer is 42. Confidence: 0.9", ...), read by the default extractor.
+    words = word_questions(n_questions, seed=2028)
+    word_items = arithmetic_items(words)
+    word_workload = f"word problems x{n_questions}, mixed phrasings"
+    small_words = await row("single: small, mixed phrasings", word_workload, lambda t, r: t["small"], word_items)
+    ensemble_words = await row("ensemble: 5 x small, mixed phrasings", word_workload,
+                               lambda t, r: EnsembleCoordinator("vote", r, ["small"], samples=5, temperature=0.7,
+                                                                clock=clock), word_items)
+
     # Cascade: the small model, escalating to the large one below a stated confidence of 0.8.
     cascade = await row("cascade: small -> large (conf 0.8)", workload,
                         lambda t, r: CascadeCoordinator("cheap", r, ["small", "large"], escalate_if_below(0.8),
@@ -305,9 +317,25 @@ async def run(n_questions: int, n_latency: int) -> tuple[list[Row], dict[str, An
     cot_many = await row(f"single: medium, CoT, {draws} draws each", f"game24 x100 x{draws}",
                          lambda t, r: t["medium"], cot_draws, PUZZLE_CONCURRENCY * 4)
     tot = await row("tree-of-thought: medium, b=5", "game24 x100",
-                    lambda t, r: TreeOfThoughtCoordinator("think", r, ["medium"], breadth=5, depth=3, evaluations=3,
+                    lambda t, r: TreeOfThoughtCoordinator("think", r, ["medium"], task="game24", breadth=5, depth=3, evaluations=3,
                                                              clock=clock),
                     puzzle_items(puzzles, lambda p: p.text), PUZZLE_CONCURRENCY)
+
+    # Reach a target in 8 steps: the general tree-of-thought (the default task, its own prompts,
+    # free-form replies, a final answer written from the best path) against one chain.
+    climbs = reach.reach_puzzles(100, steps=8, seed=2029)
+
+    def climb_items(seed: int | None = None) -> list[Item]:
+        return [(ChatRequest(messages=(Message("user", p.text),), seed=seed),
+                 (lambda p_: lambda answer: reach.check_answer(p_, answer.content))(p)) for p in climbs]
+
+    climb_chain = await row(f"single: medium, one chain, {draws} draws each", f"reach x100 x{draws}",
+                            lambda t, r: t["medium"], [i for s in range(draws) for i in climb_items(s)],
+                            PUZZLE_CONCURRENCY * 4)
+    climb_tot = await row("tree-of-thought (general): medium, b=5", "reach x100",
+                          lambda t, r: TreeOfThoughtCoordinator("think", r, ["medium"], breadth=5, depth=8,
+                                                                   evaluations=3, clock=clock),
+                          climb_items(), PUZZLE_CONCURRENCY)
 
     # Targets (issue 3).
     targets = []
@@ -336,6 +364,11 @@ async def run(n_questions: int, n_latency: int) -> tuple[list[Row], dict[str, An
            escalated=round(cascade.extra_calls, 3), **plain_last_stage(cascade, large))
     gain = ensemble.accuracy - small.accuracy
     target(ensemble, ">= 10 pts above one small sample", gain >= 0.10, gain_points=round(100 * gain, 2))
+    times = climb_tot.accuracy / max(climb_chain.accuracy, 1e-9)
+    target(climb_tot, "solves >= 3x one chain (general task)", times >= 3.0, solved=round(climb_tot.accuracy * 100),
+           chain_solve_rate=round(climb_chain.accuracy, 3), times=round(times, 1))
+    gain = ensemble_words.accuracy - small_words.accuracy
+    target(ensemble_words, ">= 10 pts above one small sample", gain >= 0.10, gain_points=round(100 * gain, 2))
     solved_tot = sum(ok for _, ok in tot.items)
     solved_cot = sum(ok for _, ok in cot.items)
     cot_expected = cot_many.accuracy * len(puzzles)  # puzzles one chain solves, on average

@@ -178,7 +178,7 @@ class CascadeRoute(_Extracting):
 class TreeOfThoughtRoute(_Route):
     pattern: Literal["tree_of_thought"]
     providers: list[str] = Field(min_length=1)
-    task: Literal["game24"] = "game24"
+    task: Literal["general", "game24"] = "general"
     breadth: int = Field(default=5, gt=0, le=64)
     depth: int = Field(default=3, gt=0, le=16)
     evaluations: int = Field(default=3, gt=0, le=16)

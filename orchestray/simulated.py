@@ -9,8 +9,12 @@ questions are hard for all) and on per-draw noise, which dominates so that votin
 pays. Answers end with a line `Answer: <value>`, followed by `Confidence: <0..1>` when any message
 asks for a confidence; confidence is informative (high when right, low when wrong).
 
-Questions are handled by skills tried in order (`SKILLS`): the Game of 24, multiple choice,
-arithmetic, generic. A task-specific skill is a callable `(Attempt) -> str | None` inserted ahead
+Questions are handled by skills tried in order (`SKILLS`): the Game of 24, the reach-a-target
+game of `orchestray.tasks.reach`, word problems, classification into named labels, summaries,
+multiple choice, arithmetic, generic. Word
+problems (`word_questions`) are answered as real models answer, in one of `PHRASINGS` drawn per
+sample (a bold number, a box, JSON, a final line after reasoning, ...), confidence in the same
+style, so extraction and voting are tried on free-form text. A task-specific skill is a callable `(Attempt) -> str | None` inserted ahead
 of the generic one (ahead of arithmetic, too, when its prompts contain sample arithmetic).
 
 Beyond text the model speaks the rest of the chat surface, so agent loops run end to end:
@@ -42,7 +46,7 @@ import msgspec
 from orchestray._schema_values import NO_VALUE, SchemaFiller, property_words, schema_types
 from orchestray.errors import RequestError
 from orchestray.messages import ChatRequest, Message, ResponseFormat, Tool, ToolCall, estimate_tokens
-from orchestray.tasks import game24
+from orchestray.tasks import game24, reach
 
 __all__ = [
     "SimProfile",
@@ -58,9 +62,15 @@ __all__ = [
     "arithmetic_skill",
     "generic_skill",
     "game24_skill",
+    "reach_skill",
+    "classify_skill",
+    "summarize_skill",
     "Question",
     "arithmetic_questions",
     "choice_questions",
+    "word_questions",
+    "word_problem_skill",
+    "PHRASINGS",
     "evaluate",
     "find_expression",
     "difficulty",
@@ -180,6 +190,9 @@ class Attempt:
     rng: random.Random
     mistake_rng: random.Random
     model_name: str
+    # When a message asks for a confidence: draws it (once; later calls give the same value), for
+    # a skill that states it in its own words. Unused, the model appends `Confidence: <c>`.
+    confidence: Callable[[], float] | None = None
 
 
 Skill = Callable[[Attempt], "str | None"]
@@ -248,6 +261,105 @@ def generic_skill(attempt: Attempt) -> str:
     return f'Simulated reply from {attempt.model_name}: about "{topic}". ' + " ".join(picked)
 
 
+# Word problems: (pattern, value from the two numbers, unit). Each has one integer truth.
+_WORD_PROBLEMS: tuple[tuple[re.Pattern[str], Callable[[int, int], int], str], ...] = (
+    (re.compile(r"A crate holds (\d+) boxes of (\d+) bolts each\. How many bolts"), lambda a, b: a * b, "bolts"),
+    (re.compile(r"A train runs at (\d+) km an hour for (\d+) hours\. How far"), lambda a, b: a * b, "km"),
+    (re.compile(r"Mia has (\d+) apples and buys (\d+) more\. How many apples"), lambda a, b: a + b, "apples"),
+    (re.compile(r"A tank holds (\d+) litres and (\d+) litres leak out\. How many litres"), lambda a, b: a - b,
+     "litres"),
+)
+
+
+def _say_confidence(c: float, style: int) -> str:
+    if style == 0:
+        return f"Confidence: {c:.2f}"
+    if style == 1:
+        return f"({c:.0%} confident)"
+    if style == 2:
+        return f"I'm {c:.0%} sure."
+    words = "very high" if c >= 0.9 else "high" if c >= 0.75 else "medium" if c >= 0.5 else "low"
+    return f"Confidence: {words}"
+
+
+# How a word problem's answer is written: (value with commas, plain value, unit, reasoning) -> text.
+PHRASINGS: tuple[Callable[[str, str, str, str], str], ...] = (
+    lambda v, p, u, r: f"{r} The answer is {p}.",
+    lambda v, p, u, r: f"{r}\n\n**{v} {u}**",
+    lambda v, p, u, r: f"{r} So the total is $\\boxed{{{p}}}$.",
+    lambda v, p, u, r: f"{r}\n{v} {u}",
+    lambda v, p, u, r: f"Final answer: {v} {u}",
+    lambda v, p, u, r: f"**Answer:** {v}",
+    lambda v, p, u, r: f"{r}\nAnswer: {p}",
+)
+
+
+def word_problem_skill(attempt: Attempt) -> str | None:
+    """The word problems of `word_questions`, answered in a phrasing drawn for this sample (one of
+    `PHRASINGS`, or a JSON object), the confidence (when asked) said in one of four styles."""
+    for pattern, solve, unit in _WORD_PROBLEMS:
+        m = pattern.search(attempt.question)
+        if m is None:
+            continue
+        a, b = int(m.group(1)), int(m.group(2))
+        value = solve(a, b)
+        shown = value if attempt.correct else value + _near_miss(attempt.mistake_rng)
+        reasoning = f"From {a:,} and {b:,} {unit} the count works out to {shown:,} {unit}."
+        style = attempt.rng.randrange(len(PHRASINGS) + 1)
+        c = attempt.confidence() if attempt.confidence is not None else None
+        if style == len(PHRASINGS):
+            body: dict[str, Any] = {"reasoning": reasoning, "answer": shown}
+            if c is not None:
+                body["confidence"] = round(c, 2)
+            return json.dumps(body)
+        text = PHRASINGS[style](f"{shown:,}", str(shown), unit, reasoning)
+        if c is not None:
+            text += ("\n" if attempt.rng.random() < 0.5 else " ") + _say_confidence(c, attempt.rng.randrange(4))
+        return text
+    return None
+
+
+_CLASSIFY = re.compile(r"(?is)\bclassify\b.*?\b(?:labels|categories|one of)\s*:?\s*([a-z][\w -]*(?:\s*,\s*[a-z][\w -]*)+)")
+
+
+def classify_skill(attempt: Attempt) -> str | None:
+    """"Classify ... one of: invoice, contract, spam" with a text: the truth is the label the text
+    names most often (the first label on a tie); a wrong draw names another label."""
+    m = _CLASSIFY.search(attempt.question)
+    if m is None:
+        return None
+    labels = [label.strip().rstrip(".") for label in m.group(1).split(",") if label.strip()]
+    labels = [label for label in labels if label]
+    if len(labels) < 2:
+        return None
+    text = attempt.question[: m.start()] + attempt.question[m.end():]
+    counts = [len(re.findall(rf"(?i)\b{re.escape(label)}\b", text)) for label in labels]
+    truth = labels[max(range(len(labels)), key=lambda i: (counts[i], -i))]
+    others = [label for label in labels if label != truth]
+    label = truth if attempt.correct else others[attempt.mistake_rng.randrange(len(others))]
+    return f"The document reads as a {label}.\nAnswer: {label}"
+
+
+_SUMMARIZE = re.compile(r"(?im)^\s*summari[sz]e\b[^\n]*?(?:at most (\d+) words)?[^\n]*(?:\n|$)")
+
+
+def summarize_skill(attempt: Attempt) -> str | None:
+    """A prompt that starts with "Summarize ...": the text after that line (or after its colon),
+    cut to the words asked for ("at most 30 words"; 40 without)."""
+    m = _SUMMARIZE.search(attempt.question)
+    if m is None:
+        return None
+    line = m.group(0)
+    body = attempt.question[m.end():]
+    if ":" in line and line.split(":", 1)[1].strip():
+        body = line.split(":", 1)[1] + "\n" + body
+    words = body.split()
+    if not words:
+        return None
+    limit = int(m.group(1)) if m.group(1) else 40
+    return " ".join(words[: max(5, limit)]) + ("..." if len(words) > limit else "")
+
+
 def game24_skill(attempt: Attempt) -> str | None:
     """The Game of 24 prompts of `orchestray.tasks.game24`: proposals, verdicts and whole chains.
 
@@ -257,10 +369,16 @@ def game24_skill(attempt: Attempt) -> str | None:
     return game24.reply(attempt.question, attempt.rng, attempt.accuracy)
 
 
+def reach_skill(attempt: Attempt) -> str | None:
+    """The reach-a-target puzzles of `orchestray.tasks.reach`: the general tree-of-thought's
+    proposals, verdicts and final answer, and whole chains; each move graded by `accuracy`."""
+    return reach.reply(attempt.question, attempt.rng, attempt.accuracy)
+
+
 # Tried in order; the first that returns text answers. The game comes first because its prompts
 # hold sample arithmetic; choice comes before arithmetic because a choice question contains an
 # arithmetic stem. Insert task skills before `generic_skill`.
-SKILLS: list[Skill] = [game24_skill, choice_skill, arithmetic_skill, generic_skill]
+SKILLS: list[Skill] = [game24_skill, reach_skill, word_problem_skill, classify_skill, summarize_skill, choice_skill, arithmetic_skill, generic_skill]
 
 
 # --- the model ----------------------------------------------------------------------------------
@@ -304,7 +422,16 @@ class SimulatedModel:
         p_correct = self.p_correct(question)
         correct = rng.random() < p_correct
         shared = rng.random() < profile.shared_mistake
+        stated: list[float] = []  # a confidence the skill drew and stated in its own words
+
+        def state_confidence() -> float:
+            if not stated:
+                stated.append(self._confidence(rng, correct))
+            return stated[0]
+
+        asks_confidence = _asks_confidence(request.messages)
         attempt = Attempt(
+            confidence=state_confidence if asks_confidence else None,
             question=question,
             correct=correct,
             accuracy=p_correct,
@@ -336,12 +463,12 @@ class SimulatedModel:
                 fmt = ResponseFormat("json_schema", plan[0].name, plan[0].parameters or {"type": "object"})
             wants_json = fmt is not None and fmt.wants_json
             confidence = None
-            if _asks_confidence(request.messages) or (wants_json and _schema_has(fmt.schema, "confidence")):
-                confidence = self._confidence(rng, correct)
+            if asks_confidence or (wants_json and _schema_has(fmt.schema, "confidence")):
+                confidence = stated[0] if stated else self._confidence(rng, correct)
             if wants_json:
                 schema = fmt.schema if fmt.type == "json_schema" else _schema_in_prompt(request.messages)
                 text = _json_answer(schema, text, confidence, question)
-            elif confidence is not None:
+            elif confidence is not None and not stated:
                 text = f"{text}\nConfidence: {confidence:.2f}"
             if plan is not None:
                 call_id = f"call_{rng.getrandbits(96):024x}"
@@ -929,6 +1056,31 @@ def arithmetic_questions(n: int, seed: int = 0) -> list[Question]:
     for _ in range(n):
         expr = _expression(rng)
         questions.append(Question(_stem(expr, rng), str(evaluate(expr))))
+    return questions
+
+
+_WORD_STEMS = (
+    "A crate holds {a} boxes of {b} bolts each. How many bolts are in the crate?",
+    "A train runs at {a} km an hour for {b} hours. How far does it go?",
+    "Mia has {a} apples and buys {b} more. How many apples does she have now?",
+    "A tank holds {a} litres and {b} litres leak out. How many litres are left?",
+)
+
+
+def word_questions(n: int, seed: int = 0, ask_confidence: bool = True) -> list[Question]:
+    """Word problems with integer truth, which `word_problem_skill` answers in mixed phrasings."""
+    rng = random.Random(f"word:{seed}")
+    questions = []
+    for _ in range(n):
+        kind = rng.randrange(len(_WORD_STEMS))
+        a, b = rng.randint(12, 999), rng.randint(2, 60)
+        if kind == 3:
+            a, b = max(a, b + 1), min(a, b)
+        prompt = _WORD_STEMS[kind].format(a=a, b=b)
+        if ask_confidence:
+            prompt += " State your confidence."
+        pattern, solve, _ = _WORD_PROBLEMS[kind]
+        questions.append(Question(prompt, str(solve(a, b))))
     return questions
 
 

@@ -1,13 +1,17 @@
 """Self-reported confidence and judge scores read from text, and the cascade's acceptance tests.
 
 `parse_confidence` reads "Confidence: 0.87", "confidence 87%", "Confidence: 8/10", "I am 90% sure",
-a JSON answer's `"confidence": 0.87` field (the last statement wins), clamps to [0, 1] and gives None when there is none. A bare number above
-1 is a percentage ("Confidence: 87" is 0.87).
+a JSON answer's `"confidence": 0.87` field, or a word ("Confidence: high", "confidence level:
+very low"; `CONFIDENCE_WORDS` gives the values); the last statement wins, clamped to [0, 1], None
+when there is none. A bare number above 1 is a percentage ("Confidence: 87" is 0.87).
+`logprob_confidence` reads a provider's token logprobs (`Completion.logprobs`) instead: the
+geometric mean probability of the answer's tokens (all tokens without an answer to look for).
 
 An acceptance test looks at what a cascade stage produced (`StageAnswer`) and returns a `Decision`
 (accept or escalate, with a reason for the trace). Tests compose like tenacity's strategies:
 
-    escalate_if_below(0.8)                      self-reported confidence >= 0.8
+    escalate_if_below(0.8)                      self-reported confidence >= 0.8 (else, the reply's
+                                                token logprobs when it has them)
     escalate_if_agreement_below(0.6, k=5)       the most common of k sampled answers has >= 60%
     escalate_if_judge_below(0.7)                a judge's "Score: 7/10" or better
     accept_if(lambda stage: "sorry" not in stage.text, name="no apology")
@@ -24,6 +28,7 @@ extractor's field); a tool call states no confidence, so over tools use agreemen
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,6 +40,8 @@ from orchestray.policies.voting import majority_vote
 
 __all__ = [
     "parse_confidence",
+    "logprob_confidence",
+    "CONFIDENCE_WORDS",
     "parse_score",
     "judge_score_prompt",
     "StageAnswer",
@@ -58,6 +65,15 @@ _AFTER_WORD = re.compile(
 _BEFORE_WORD = re.compile(
     r"(?i)" + _NUM + r"(?:\s*(%)|\s*/\s*(\d+(?:\.\d+)?)|\s+out\s+of\s+(\d+(?:\.\d+)?))\s+"
     r"(?:confiden(?:ce|t)|sure|certain)\b"
+)
+# What a model means by a confidence word, as a probability.
+CONFIDENCE_WORDS = {
+    "very high": 0.95, "certain": 0.95, "high": 0.85, "medium": 0.6, "moderate": 0.6,
+    "low": 0.3, "very low": 0.1,
+}
+_WORD = re.compile(
+    r"(?i)\bconfiden(?:ce|t)\b(?:\s+(?:level|score))?\"?\s*(?:is\b|[:=\-])?\s*\"?"
+    r"(very\s+high|very\s+low|high|medium|moderate|low|certain)\b"
 )
 _SCORE = re.compile(
     r"(?i)\b(?:score|rating|grade)\b\s*(?:is\b|[:=\-])?\s*(?:of\s+)?" + _NUM + _SCALE
@@ -89,10 +105,35 @@ def parse_confidence(text: str | None) -> float | None:
         return None
     found = [(m.start(), m.groups()) for m in _AFTER_WORD.finditer(text)]
     found += [(m.start(), m.groups()) for m in _BEFORE_WORD.finditer(text)]
+    found += [(m.start(), (m.group(1),)) for m in _WORD.finditer(text)]
     if not found:
         return None
     _, groups = max(found, key=lambda f: f[0])
+    if len(groups) == 1:
+        return CONFIDENCE_WORDS[" ".join(groups[0].lower().split())]
     return _scaled(*groups, bare_scale=_percent_if_above_one)
+
+
+def logprob_confidence(logprobs: dict | None, answer: str | None = None) -> float | None:
+    """The geometric mean probability of the tokens that spell `answer` (its last occurrence in
+    the text the tokens make), or of every token without an answer or when it is not found;
+    None without token logprobs. `logprobs` is OpenAI's shape, `{"content": [{"token",
+    "logprob"}, ...]}`, as `Completion.logprobs` holds it."""
+    tokens = (logprobs or {}).get("content") or []
+    if not tokens:
+        return None
+    chosen = tokens
+    if answer:
+        text = "".join(t.get("token", "") for t in tokens)
+        at = text.lower().rfind(answer.lower())
+        if at != -1:
+            end, position, chosen = at + len(answer), 0, []
+            for t in tokens:
+                start, position = position, position + len(t.get("token", ""))
+                if position > at and start < end:
+                    chosen.append(t)
+    mean = sum(float(t["logprob"]) for t in chosen) / len(chosen)
+    return _clamp(math.exp(mean))
 
 
 def _ten_or_hundred(value: float) -> float:
@@ -138,6 +179,7 @@ class StageAnswer:
     tool_calls: tuple[ToolCall, ...] = ()  # the reply's tool calls
     sample_calls: tuple[tuple[ToolCall, ...], ...] = ()  # each sample's tool calls, beside `samples`
     wants_json: bool = False  # the request asked for a JSON answer
+    logprobs: dict | None = None  # the reply's token logprobs, when the provider returned them
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +232,8 @@ class _Confidence(AcceptanceTest):
 
     def __call__(self, stage: StageAnswer) -> Decision:
         c = parse_confidence(stage.text)
+        if c is None and stage.logprobs:  # no stated confidence: how sure the tokens were
+            c = logprob_confidence(stage.logprobs)
         if c is None:
             ok = self.if_missing == "accept"
             return Decision(ok, f"no confidence stated; {'accepted' if ok else 'escalated'}")

@@ -4,10 +4,10 @@ Every extractor is a callable `str -> str | None`; None means "no answer found",
 does not vote. Build one with `extractor(kind, **options)`:
 
     kind       options                      returns
-    "answer"   -                            the text after the last "Answer:" line, else the whole text
+    "answer"   -                            the stated answer (`answer_span`, below), else the whole text
     "text"     -                            the whole text, normalised (case, spaces, final period)
-    "number"   -                            the answer's number ("Answer: 1,234.50" -> "1234.5")
-    "choice"   choices="ABCDE"              the option letter ("Answer: B", "(B)", "B)")
+    "number"   -                            the stated answer's number ("Answer: 1,234.50" -> "1234.5")
+    "choice"   choices="ABCDE"              the option letter ("Answer: B", "(B)", "B)", "**B**")
     "regex"    pattern=, group=1, last=False  a regex group of the first (or last) match
     "json"     path="a.b.0"                 a field of the first JSON object in the text holding it;
                                             path="" (the default): the whole object, canonical
@@ -20,8 +20,23 @@ arguments, in any order), whatever the extractor; otherwise the extractor reads 
 with no extractor given, a JSON answer compares in canonical form and any other by `answer`.
 
 `extractor(spec)` also takes a callable (custom) or a config mapping `{"kind": "regex", "pattern":
-...}`. Models here end their answers with `Answer: <value>` and may add `Confidence: 0.87`; the
-confidence statement is never mistaken for the answer.
+...}`.
+
+Models write answers in many ways, and `answer`, `number` and `choice` read them all
+(`answer_span` finds the stated answer, first found wins):
+
+    a JSON object's answer field       {"answer": 42, "confidence": 0.9}
+    a LaTeX box                        ... so $\boxed{42}$
+    an answer marker                   The answer is 42. / Final answer: (B) / **Answer:** 42
+    a bold span                        ... which gives **1,440**
+    the last line after reasoning      Step 1 ... Step 2 ...\n1,440 minutes
+                                       (its closing predicate first: "So the total is 1,440.")
+
+A confidence statement (`Confidence: 0.9`, `(90% confident)`, `confidence: high`) is never
+mistaken for the answer or part of it; `42.`, `1,440`, `$1,440.00` and `1440 minutes` all read
+as the number 1440 (the `answer` extractor also reads a number with a unit word as the number, so
+such samples agree). A reply whose tool call carries an `answer`-like argument (a structured-
+output tool) is read from that argument by these three extractors.
 """
 
 from __future__ import annotations
@@ -42,6 +57,10 @@ __all__ = [
     "KINDS",
     "normalize_text",
     "answer_segment",
+    "answer_span",
+    "answer_spans",
+    "strip_confidence",
+    "ANSWER_FIELDS",
     "extract_answer",
     "extract_text",
     "extract_number",
@@ -57,11 +76,33 @@ KINDS = ("answer", "text", "number", "choice", "regex", "json", "tool_call", "cu
 
 # "Answer: 85", "Final answer = 85", "the answer is 85": the rest of that line.
 _ANSWER = re.compile(r"(?im)\b(?:final\s+)?answer\b\s*(?:is\b\s*:?|[:=])[ \t]*([^\n]*)")
-# A confidence statement, removed before looking for numbers so 0.87 never wins as "the last number".
+# A confidence statement, removed before looking for numbers so 0.87 never wins as "the last
+# number": "Confidence: 0.87", '"confidence": 0.87', "confidence level is high", "90% confident",
+# "I'm 85% sure".
+_CONF_WORDS = r"(?:very\s+high|very\s+low|high|medium|moderate|low|certain)"
 _CONFIDENCE = re.compile(
-    r"(?i)\bconfidence\b(?:\s+(?:level|score))?\s*(?:is\b|[:=])?\s*"
-    r"-?\d+(?:\.\d+)?\s*(?:%|/\s*\d+(?:\.\d+)?|out\s+of\s+\d+)?"
+    r"(?i)\bconfiden(?:ce|t)\b(?:\s+(?:level|score))?\"?\s*(?:is\b|[:=\-])?\s*(?:of\s+|about\s+|at\s+)?"
+    r"(?:-?\d+(?:\.\d+)?\s*(?:%|/\s*\d+(?:\.\d+)?|out\s+of\s+\d+)?|" + _CONF_WORDS + r"\b)"
+    r"|(?:\b(?:i\s*'?\s*a?m|i\s+am)\s+)?-?\d+(?:\.\d+)?\s*(?:%|/\s*\d+|\s+out\s+of\s+\d+)\s*"
+    r"(?:confiden(?:ce|t)|sure|certain)\b"
 )
+# Where a confidence statement starts inside an answer line: cut there ("42 (90% confident)").
+_CONFIDENCE_TAIL = re.compile(
+    r"(?is)[\s,;.(\[\-]*(?:\bwith\s+)?(?:\b(?:i\s*'?\s*a?m|i\s+am)\s+)?"
+    r"(?:\bconfiden(?:ce|t)\b|\d+(?:\.\d+)?\s*%\s*(?:confiden|sure|certain)).*$"
+)
+# `\boxed{42}` (one level of nested braces, as in `\boxed{\frac{1}{2}}`).
+_BOXED = re.compile(r"\\boxed\s*\{((?:[^{}]|\{[^{}]*\})*)\}")
+_BOLD = re.compile(r"\*\*([^*\n]{1,80}?)\*\*|__([^_\n]{1,80}?)__")
+# A number alone, perhaps with a currency sign and a unit or two: "$1,440.00", "1440 minutes".
+_NUMBER_WITH_UNIT = re.compile(
+    r"[$€£]?\s*(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)\s*(?:%|[a-z]+(?:\s+[a-z]+)?|[$€£])?\.?",
+    re.IGNORECASE,
+)
+# A closing sentence's predicate: "... is 42.", "... equals 1,440 bolts", "... = 7".
+_CLOSING = re.compile(r"(?i)(?:\bis|\bare|\bequals|\bgives|=)\s+((?:[$€£]?-?\d[\d,]*(?:\.\d+)?|[^\s.]+)(?:\s+[^\s.]+){0,2})\.?\s*$")
+# The JSON fields and tool arguments that hold an answer, in the order they are looked for.
+ANSWER_FIELDS = ("answer", "final_answer", "result", "choice", "value")
 # Thousands separators first, so "1,234" is one number; a "-" right after a word or digit is an
 # operator ("10-3"), not a sign.
 _NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)")
@@ -81,10 +122,85 @@ def answer_segment(text: str) -> str | None:
     return segments[-1] if segments else None
 
 
-def extract_answer(text: str) -> str | None:
-    """The answer after the last "Answer:" marker, normalised; the whole text without a marker."""
+def strip_confidence(text: str) -> str:
+    """`text` without its confidence statements, so they are never read as the answer."""
+    return _CONFIDENCE.sub(" ", text)
+
+
+def _clean_span(span: str) -> str:
+    """An answer span without markdown, LaTeX math marks, quotes or a confidence tail."""
+    span = _CONFIDENCE_TAIL.sub("", span)
+    span = span.replace("**", "").replace("__", "").strip()
+    span = span.strip("$").strip()
+    return span
+
+
+def _json_answer_field(text: str) -> str | None:
+    for obj in _json_objects(text):
+        for key in ANSWER_FIELDS:
+            if key in obj and obj[key] is not None:
+                return _json_to_answer(obj[key])
+    return None
+
+
+def _last_line(text: str) -> str | None:
+    """The last line that states something besides confidence, when the text has several lines."""
+    lines = [line.strip() for line in text.strip().splitlines()]
+    lines = [line for line in lines if line and strip_confidence(line).strip(" .,;:()[]")]
+    if len(lines) < 2:
+        return None
+    return lines[-1]
+
+
+def answer_spans(text: str):
+    """Where the stated answer may be, most explicit first: a JSON answer field, the last
+    `\\boxed{}`, the last answer marker's line, the last bold span, the last line."""
+    field_ = _json_answer_field(text)
+    if field_ is not None:
+        yield field_
+    boxed = _BOXED.findall(text)
+    if boxed:
+        yield boxed[-1].strip()
     segment = answer_segment(text)
-    return extract_text(segment if segment is not None else text)
+    if segment is not None:
+        yield _clean_span(segment)
+    bold = [a or b for a, b in _BOLD.findall(text)]
+    # A bold label or heading ("**Answer:**", "**Step 1**", "**Note:**") states no answer.
+    bold = [b for b in bold if not re.fullmatch(r"(?is)\s*(?:(?:final\s+)?answer|step|part|note|solution)\b.*|.*:\s*", b)]
+    if bold:
+        yield _clean_span(bold[-1])
+    last = _last_line(text)
+    if last is not None:
+        # "So the total is 1,440 bolts." -> "1,440 bolts": a closing sentence's short predicate.
+        closing = _CLOSING.search(_clean_span(last))
+        if closing:
+            yield closing.group(1).strip()
+        yield _clean_span(last)
+
+
+def answer_span(text: str) -> str | None:
+    """The most explicit place that states the answer (`answer_spans`), or None."""
+    return next((span for span in answer_spans(text) if span), None)
+
+
+def extract_answer(text: str) -> str | None:
+    """The stated answer (`answer_span`), normalised; the whole text when nothing marks one.
+
+    A span that is a number with at most a unit or two ("1,440 minutes", "$1,440.00") reads as
+    the canonical number, so samples that phrase the same number differently agree.
+    """
+    span = answer_span(text)
+    if span is None:
+        span = _clean_span(text) if _CONFIDENCE.search(text) else text
+    alone = _NUMBER_WITH_UNIT.fullmatch(span.strip())
+    if alone:
+        number = canonical_number(alone.group(1))
+        if number is not None:
+            return number
+    letter = re.fullmatch(r"\(([A-Za-z])\)\.?", span.strip())
+    if letter:
+        return letter.group(1).lower()
+    return extract_text(span)
 
 
 def extract_text(text: str) -> str | None:
@@ -112,10 +228,10 @@ def _last_number(text: str) -> str | None:
 
 
 def extract_number(text: str) -> str | None:
-    """The last number of the "Answer:" line, else the last number of the text (confidence excluded)."""
-    segment = answer_segment(text)
-    if segment is not None:
-        number = _last_number(segment)
+    """The last number of the stated answer (`answer_spans`: JSON field, box, "Answer:" line,
+    bold, last line), else the last number of the text; confidence statements never count."""
+    for span in answer_spans(text):
+        number = _last_number(span)
         if number is not None:
             return number
     return _last_number(text)
@@ -128,12 +244,12 @@ def extract_choice(text: str, choices: str = "ABCDE") -> str | None:
     if not letters:
         raise ConfigError("extract choice: `choices` names no letters")
     cls = f"[{re.escape(letters)}]"
-    segment = answer_segment(text)
-    if segment is not None:
-        alone = re.fullmatch(rf"\(?({cls})\)?[.:)]?", segment.strip(), re.IGNORECASE)
+    for span in answer_spans(text):
+        # "B", "(B)", "B.", "B) 56", "B. Paris", "option B"
+        alone = re.fullmatch(rf"\(?({cls})\)?(?:[.:)](?:\s.*)?)?", span.strip(), re.IGNORECASE | re.DOTALL)
         if alone:
             return alone.group(1).upper()
-        inside = re.search(rf"(?<![\w])\(?({cls})\b(?![-'])", segment)
+        inside = re.search(rf"(?<![\w])\(?({cls})\b(?![-'])", span)
         if inside:
             return inside.group(1)
     marked = re.findall(
@@ -329,8 +445,15 @@ def reply_answer(
     (a model that calls a tool has not answered in text); else `extract` reads the text, or with
     none given, the canonical JSON object when the request asked for JSON (`wants_json`), else the
     `answer` extractor."""
+    tool_calls = tuple(tool_calls)
     calls = tool_calls_key(tool_calls)
     if calls is not None:
+        # A structured-output tool's `answer` argument is the answer these three read.
+        if extract is not None and extract.kind in ("answer", "number", "choice") and len(tool_calls) == 1:
+            argument = _json_answer_field(tool_calls[0].arguments)
+            value = extract(argument) if argument is not None else None
+            if value is not None:
+                return value
         return calls
     if extract is None:
         extract = _WHOLE_JSON if wants_json else _DEFAULT

@@ -7,6 +7,8 @@ them all at once:
 
     propose   one call per state of the beam (times `proposals`); each reply parses into children
     value     `evaluations` calls per new child; a child's value is the sum of its parsed replies
+              (their mean, for a task with `average_values = True`: a failed evaluation then
+              costs the state no value)
 
 then the `breadth` children of highest value become the next beam. A child whose key was already
 seen in this search is a duplicate: recorded in the tree, neither valued nor expanded. Values are
@@ -215,6 +217,7 @@ class BeamSearch(Generic[S]):
         self.dedupe = dedupe
         self.cache: MutableMapping[Hashable, float] = {} if cache is None else cache
         self._known_value = getattr(task, "known_value", None)
+        self._average = bool(getattr(task, "average_values", False))
 
         self._nodes: list[Node] = []
         self._seen: set[Hashable] = set()
@@ -391,7 +394,7 @@ class BeamSearch(Generic[S]):
                 scores.append(float(self.task.parse_value(reply.text)))
         for first, scores in totals.items():
             key = self._nodes[first].key
-            value = sum(scores) if scores else None
+            value = (sum(scores) / len(scores) if self._average else sum(scores)) if scores else None
             if value is not None and len(scores) == self.evaluations:
                 self.cache[key] = value  # only a complete evaluation is worth reusing
             for i in self._to_value.get(key, [first]):

@@ -112,6 +112,7 @@ class CascadeCoordinator(Coordinator):
             verdict = self.accept(StageAnswer(
                 text=answer.content, samples=tuple(s.content for s in samples), judge_reply=judge_reply, stage=stage,
                 tool_calls=answer.tool_calls, sample_calls=tuple(s.tool_calls for s in samples), wants_json=wants_json,
+                logprobs=answer.logprobs,
             ))
             record = {"stage": stage, "cost": _cost(spans[before:]), "decision": verdict.reason, "score": verdict.score}
             if answer.tool_calls:

@@ -5,8 +5,13 @@ coordinator only makes its calls. A level's calls go out at once, spread round-r
 route's providers (or routes: a race can sit inside a step). The n evaluations of one state are
 independent draws because each carries its `sample` as the request's seed. A failed call costs
 its state a proposal or a vote, never the search; only a search in which every call failed
-raises. The answer is the task's text for the best state (`Answer: <expression> = 24` when
-solved), and the trace holds every call, the tree, the totals and the best path.
+raises. The task is `general` by default (`orchestray.tasks.thought`: any problem, models propose
+k thoughts, value them, and at the end a model writes the final answer from the best path), a
+user's `ThoughtTask`, or `game24`. A task with `answer_prompt` gets that one more call after the
+search (on the next provider in turn), counted in the caps: the search leaves it one call, and it
+is skipped (the best path's own text answers) when the token or cost cap is already spent or
+it fails. Other tasks answer with their text for the best state (`Answer: <expression> = 24`).
+The trace holds every call, the tree, the totals and the best path.
 
 Each call is the search's own question asked over the caller's conversation (history, images,
 sampling fields), in text: the proposals and verdicts are parsed, so the caller's tools and
@@ -23,7 +28,7 @@ import msgspec
 from orchestray.errors import AllFailedError, OrchestrayError
 from orchestray.messages import ChatRequest, Completion, Span
 from orchestray.policies.search import BeamSearch, Call, Reply, SearchResult, run_search_async
-from orchestray.tasks import task_for
+from orchestray.tasks import ThoughtTask, task_for
 
 from orchestray.coordinators._base import Coordinator, Resolve, fail_with, failed_span, finish, own_question, sample_seed
 
@@ -34,6 +39,7 @@ __all__ = ["TreeOfThoughtCoordinator"]
 # provider reserves in its rate limiter for each call.
 PROPOSE_MAX_TOKENS = 512
 VALUE_MAX_TOKENS = 256
+ANSWER_MAX_TOKENS = 1024
 
 
 class TreeOfThoughtCoordinator(Coordinator):
@@ -45,7 +51,7 @@ class TreeOfThoughtCoordinator(Coordinator):
         resolve: Resolve,
         providers: list[str],
         *,
-        task: str = "game24",
+        task: str | ThoughtTask = "general",
         breadth: int = 5,
         depth: int = 3,
         evaluations: int = 3,
@@ -72,14 +78,17 @@ class TreeOfThoughtCoordinator(Coordinator):
         self.max_tokens = max_tokens
         self.max_cost = max_cost
         self.temperature = temperature
-        self.call_max_tokens = {"propose": propose_max_tokens, "value": value_max_tokens}
+        self.call_max_tokens = {"propose": propose_max_tokens, "value": value_max_tokens, "answer": ANSWER_MAX_TOKENS}
 
     def search_for(self, request: ChatRequest) -> tuple[Any, BeamSearch]:
         """The task and a fresh search for the puzzle in the request's last user message."""
         task = task_for(self.task, request.last_user_text())
+        max_calls = self.max_calls
+        if max_calls is not None and hasattr(task, "answer_prompt") and max_calls > 1:
+            max_calls -= 1  # the final answer's call
         search = BeamSearch(
             task, task.root(), breadth=self.breadth, depth=self.depth, evaluations=self.evaluations,
-            max_calls=self.max_calls, max_tokens=self.max_tokens, max_cost=self.max_cost,
+            max_calls=max_calls, max_tokens=self.max_tokens, max_cost=self.max_cost,
         )
         return task, search
 
@@ -106,6 +115,7 @@ class TreeOfThoughtCoordinator(Coordinator):
             # state's evaluations) are spread evenly over the providers.
             provider = self.providers[call.id % len(self.providers)]
             label = f"{call.kind} node {call.node}" + (f" sample {call.sample}" if call.kind == "value" else "")
+            label = "final answer from the best path" if call.kind == "answer" else label
             try:
                 answer = await self.resolve(provider).complete(self._call_request(call, request))
             except OrchestrayError as err:
@@ -121,33 +131,56 @@ class TreeOfThoughtCoordinator(Coordinator):
             return Reply(answer.content, answer.input_tokens, answer.output_tokens, answer.cost)
 
         result = await _search_or_raise(search, ask, bugs)
+        final = await self._final_answer(task, result, ask) if answered else None
         children = [spans[i] for i in sorted(spans)]
         elapsed = self.clock() - started
         if not answered and causes:
             raise fail_with(AllFailedError(f"tree-of-thought {self.name}", causes), self.kind, self.name,
                             children, "every call failed", elapsed)
-        content = task.answer(result.best.state)
+        content = final.text if final is not None and final.text is not None else task.answer(result.best.state)
         decision = self._decision(result)
+        extra = final if final is not None and final.text is not None else Reply(None)
         summary = Completion(
             content=content,
             model=_joined(a.model for a in answered) or self.name,
             provider=_joined(a.provider for a in answered) or self.name,
-            input_tokens=result.input_tokens,
-            output_tokens=result.output_tokens,
+            input_tokens=result.input_tokens + extra.input_tokens,
+            output_tokens=result.output_tokens + extra.output_tokens,
         )
+        totals = _totals(result)
+        if extra.text is not None:  # the final answer's call belongs to the run's totals
+            totals["calls"] += 1
+            totals["answer_calls"] = 1
+            totals["input_tokens"] += extra.input_tokens
+            totals["output_tokens"] += extra.output_tokens
+            totals["cost"] += extra.cost
         data = {
-            "task": self.task,
+            "task": self.task if isinstance(self.task, str) else self.task.name,
+            "final_answer": "model" if final is not None and final.text is not None else "best path",
             "solved": result.solved,
             "stopped_by": result.stopped_by,
             "best_path": [str(n.state) for n in result.path],
             "best_value": result.best.value,
-            "totals": _totals(result),
+            "totals": totals,
             "settings": {"breadth": self.breadth, "depth": self.depth, "evaluations": self.evaluations,
                          "max_calls": self.max_calls, "max_tokens": self.max_tokens, "max_cost": self.max_cost},
             "tree": result.tree(),
         }
         return finish(self.kind, self.name, summary, children, decision, elapsed, data=data,
                       confidence=1.0 if result.solved else 0.0)
+
+    async def _final_answer(self, task: Any, result: SearchResult, ask) -> Reply | None:
+        """A model's final answer from the best path, when the task asks one and the caps leave room."""
+        prompt_for = getattr(task, "answer_prompt", None)
+        prompt = prompt_for(result.best.state) if prompt_for is not None else None
+        if prompt is None:
+            return None
+        spent_tokens = result.input_tokens + result.output_tokens
+        if (self.max_calls is not None and result.calls >= self.max_calls) or (
+            self.max_tokens is not None and spent_tokens >= self.max_tokens) or (
+            self.max_cost is not None and result.cost >= self.max_cost):
+            return None
+        return await ask(Call(result.calls, "answer", prompt, result.best.id))
 
     @staticmethod
     def _decision(result: SearchResult) -> str:

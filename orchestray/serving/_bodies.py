@@ -88,7 +88,7 @@ class CascadeBody(_PatternBody):
 
 
 class TreeOfThoughtBody(_PatternBody):
-    task: Literal["game24"] = "game24"
+    task: Literal["general", "game24"] = "game24"  # the HTTP default stays the benchmark task
     breadth: int = Field(default=5, gt=0, le=16)
     depth: int = Field(default=3, gt=0, le=8)
     evaluations: int = Field(default=3, gt=0, le=8)

@@ -52,7 +52,7 @@ PUZZLE = (4, 9, 10, 13)
 
 async def test_tree_of_thought_solves_with_a_perfect_player_across_providers():
     a, b = Fake("a", game_player()), Fake("b", game_player())
-    tot = TreeOfThoughtCoordinator("think", models(a, b), ["a", "b"], breadth=5, depth=3, evaluations=3)
+    tot = TreeOfThoughtCoordinator("think", models(a, b), ["a", "b"], task="game24", breadth=5, depth=3, evaluations=3)
     answer = await tot.complete(ask("Use 4 9 10 13 to make 24"))
     assert check_answer(parse_solution(answer.content), PUZZLE)
     trace = answer.trace
@@ -74,24 +74,24 @@ async def test_tree_of_thought_solves_with_a_perfect_player_across_providers():
 
 async def test_tree_of_thought_stays_within_its_caps():
     player = Fake("p", game_player(), cost=0.5)
-    tot = TreeOfThoughtCoordinator("think", models(player), ["p"], breadth=5, depth=3, max_calls=10)
+    tot = TreeOfThoughtCoordinator("think", models(player), ["p"], task="game24", breadth=5, depth=3, max_calls=10)
     answer = await tot.complete(ask("4 9 10 13"))
     assert len(player.calls) <= 10 and answer.trace.data["stopped_by"] == "max_calls"
     assert "No solution found" in answer.content and answer.trace.decision.startswith("not solved")
-    capped = TreeOfThoughtCoordinator("think", models(player), ["p"], max_cost=3.0)
+    capped = TreeOfThoughtCoordinator("think", models(player), ["p"], task="game24", max_cost=3.0)
     answer = await capped.complete(ask("4 9 10 13"))
     assert answer.cost <= 3.0 and answer.trace.data["stopped_by"] == "max_cost"
 
 
 async def test_tree_of_thought_failed_calls_do_not_end_the_search():
     broken, good = Fake("broken", fail=down("broken")), Fake("good", game_player())
-    tot = TreeOfThoughtCoordinator("think", models(broken, good), ["good", "broken"])
+    tot = TreeOfThoughtCoordinator("think", models(broken, good), ["good", "broken"], task="game24")
     answer = await tot.complete(ask("4 9 10 13"))
     outcomes = [c.outcome for c in answer.trace.children]
     assert "error" in outcomes and "ok" in outcomes
     assert answer.trace.data["totals"]["failed_calls"] == outcomes.count("error") == len(broken.calls)
     with pytest.raises(AllFailedError) as caught:
-        await TreeOfThoughtCoordinator("think", models(broken), ["broken"]).complete(ask("4 9 10 13"))
+        await TreeOfThoughtCoordinator("think", models(broken), ["broken"], task="game24").complete(ask("4 9 10 13"))
     assert caught.value.span.kind == "tree_of_thought"
     with pytest.raises(RequestError, match="no Game of 24 puzzle"):
         await tot.complete(ask("hello there"))
@@ -100,7 +100,7 @@ async def test_tree_of_thought_failed_calls_do_not_end_the_search():
 async def test_a_race_can_answer_each_step_of_the_search():
     table = {"a": Fake("a", game_player(), delay=0.01), "b": Fake("b", game_player())}
     table["fast"] = RaceCoordinator("fast", table.__getitem__, ["a", "b"])
-    tot = TreeOfThoughtCoordinator("think", table.__getitem__, ["fast"])
+    tot = TreeOfThoughtCoordinator("think", table.__getitem__, ["fast"], task="game24")
     answer = await tot.complete(ask("4 9 10 13"))
     assert check_answer(parse_solution(answer.content), PUZZLE)
     first = answer.trace.children[0]
