@@ -57,7 +57,7 @@ def base_url(serve_base_url, wire_emulator):
             "wire-race": {"pattern": "race", "providers": ["wire-sim-a", "wire-provider"]},
             "wire-vote": {"pattern": "ensemble", "providers": ["wire-sim-a", "wire-sim-b", "wire-provider"]},
         },
-        "serve": {"num_replicas": 1, "replica_num_cpus": 0},
+        "serve": {"num_replicas": 1, "replica_num_cpus": 0, "allow_unauthenticated": True},  # loopback only
     })
     serve.run(app_for(config), name="wire", route_prefix="/", blocking=False)
     base = serve_base_url
