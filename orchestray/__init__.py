@@ -29,6 +29,8 @@ from orchestray.errors import (
     UnknownModelError,
 )
 from orchestray.messages import ChatRequest, Choice, Chunk, Completion, ImagePart, Message, Span, TextPart, Tool, ToolCall
+from orchestray.events import EventBus
+from orchestray.workflow import Workflow, WorkflowResult
 
 __all__ = [
     # clients and where they run
@@ -48,6 +50,9 @@ __all__ = [
     "Chunk",
     "Span",
     "OutputRecord",
+    "Workflow",
+    "WorkflowResult",
+    "EventBus",
     # configuration
     "Config",
     "load_config",

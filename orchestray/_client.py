@@ -198,6 +198,13 @@ class AsyncClient:
         registry = self._registry or await self._models()
         return await registry.adhoc(route).complete(request)
 
+    # Workflows ─────────────────────────────────────────────────────────────────────────────
+
+    async def run(self, workflow: Any, input: Any, **options: Any) -> Any:
+        """Run an `orchestray.Workflow` on `input`; its model steps call this client's models
+        (providers and routes). Options are `Workflow.run`'s: shared, on_start, on_finish, events."""
+        return await workflow.run(input, self._registry or await self._models(), **options)
+
     # Batches ───────────────────────────────────────────────────────────────────────────────
 
     async def batch(
@@ -361,6 +368,9 @@ class Client:
 
     def batch(self, requests, output=None, progress: bool = False, **options: Any) -> Iterator[OutputRecord]:
         return self._iterate(self._async.batch(requests, output, progress, **options))
+
+    def run(self, workflow: Any, input: Any, **options: Any) -> Any:
+        return self._run(self._async.run(workflow, input, **options))
 
 
 _END = object()

@@ -123,3 +123,16 @@ def test_the_blocking_client_has_the_same_methods(client, names):
         assert blocking.ensemble([names["small"]], "What is 2 * 8?", samples=3).trace.provider_calls() == 3
         records = list(blocking.batch([ChatRequest(messages=(Message("user", "What is 1 + 1?"),), model=names["small"])]))
         assert len(records) == 1 and records[0].error is None
+
+
+async def test_run_takes_a_workflow_over_the_clients_models(client, names):
+    wf = orchestray.Workflow("check")
+    wf.step("ask", model=names["large"], prompt="What is {input}?")
+    wf.step("route", model="vote", prompt="What is {input}?")
+    wf.step("both", fn=lambda ask, route: (ask, route), inputs=["ask", "route"])
+    result = await client.run(wf, "6 * 7")
+    assert isinstance(result, orchestray.WorkflowResult)
+    assert {name: step.status for name, step in result.steps.items()} == {
+        "ask": "completed", "route": "completed", "both": "completed"}
+    asked, voted = result.steps["both"].output
+    assert "42" in str(asked)
