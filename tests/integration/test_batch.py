@@ -17,6 +17,7 @@ import yaml
 from orchestray.actors.batch import run_batch_job
 from orchestray.batch import BatchOptions
 from orchestray.config import parse_config
+from orchestray.emulator import EmulatorOptions, run_in_process
 from orchestray.simulated import arithmetic_questions
 
 pytestmark = pytest.mark.integration
@@ -152,13 +153,21 @@ def test_routes_as_the_model(ray_session, tmp_path):
     kill_providers(ray_session, config)
 
 
-def test_a_3000_line_batch_through_5xx_and_hangs_answers_every_line_five_runs_in_a_row(ray_session, tmp_path, emulator):
+def test_a_3000_line_batch_through_5xx_and_hangs_answers_every_line_five_runs_in_a_row(ray_session, tmp_path):
     """The issue's batch: one call in ten a 5xx, one in a hundred hung. Hung calls made together
-    time out together; that must neither open the circuit nor cost a line, run after run."""
-    emulator.configure(fault_rate=0.1, hang_rate=0.01, hang_s=2.0)
+    time out together; that must neither open the circuit nor cost a line, run after run.
+
+    The emulator runs in its own process: in this one, the batch driver's 3,000 lines hold the
+    GIL, and an emulator thread starved of it makes healthy calls time out."""
+    with run_in_process(EmulatorOptions()) as emulator:
+        _five_faulty_runs(ray_session, tmp_path, emulator)
+
+
+def _five_faulty_runs(ray_session, tmp_path, emulator):
+    emulator.configure(fault_rate=0.1, hang_rate=0.01, hang_s=4.0)
     name = f"faulty-{uuid.uuid4().hex[:6]}"
     config = parse_config({"providers": [{"name": name, "kind": "openai", "model": "sim-small",
-                                          "base_url": emulator.openai_base_url, "timeout_s": 1.0, "max_retries": 6}]})
+                                          "base_url": emulator.openai_base_url, "timeout_s": 2.0, "max_retries": 6}]})
     n = 3000
     source = tmp_path / "in.jsonl"
     write_input(source, n, [name])

@@ -181,9 +181,12 @@ def test_callbacks_async_and_sync_see_every_step_and_the_shared_context():
     assert seen == [("start", "remember"), ("remember", COMPLETED), ("start", "read"), ("read", COMPLETED)]
 
 
-def test_remote_steps_run_off_the_event_loop_without_ray():
+def test_remote_steps_run_off_the_event_loop_without_ray(monkeypatch):
+    import sys
     import threading
 
+    # A whole-suite run has the integration session's Ray connected in this process.
+    monkeypatch.delitem(sys.modules, "ray", raising=False)
     wf = Workflow("w").step("heavy", fn=lambda doc: threading.current_thread().name, remote=True)
     assert run(wf, "d")["heavy"] != threading.main_thread().name
 
