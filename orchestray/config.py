@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from orchestray.errors import ConfigError
 from orchestray.policies.ratelimit import Limits
+from orchestray.store import StoreConfig
 
 __all__ = [
     "Config",
@@ -310,6 +311,7 @@ class Config(_Strict):
     routes: dict[str, Route] = {}
     serve: ServeConfig = ServeConfig()
     batch: BatchConfig = BatchConfig()
+    store: StoreConfig = StoreConfig()  # the cluster-wide key-value store (orchestray.store)
 
     @model_validator(mode="before")
     @classmethod
