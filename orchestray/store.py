@@ -340,9 +340,11 @@ def _safe_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def open_store(config: StoreConfig | None = None, *, cluster: bool, environ=None) -> Store:
+def open_store(
+    config: StoreConfig | None = None, *, cluster: bool, environ=None, clock: Callable[[], float] | None = None
+) -> Store:
     """The store a config names. `cluster`: the caller runs on Ray, so `auto` means the shared
-    actor; otherwise (runtime="local") it means this process's memory."""
+    actor; otherwise (runtime="local") it means this process's memory, on `clock` if given."""
     import os
 
     config = config or StoreConfig()
@@ -361,4 +363,4 @@ def open_store(config: StoreConfig | None = None, *, cluster: bool, environ=None
         from orchestray.actors.store import RayStore
 
         return Store(RayStore(config.key_prefix), "ray")
-    return Store(MemoryStore(), "memory")
+    return Store(MemoryStore(clock=clock or time.monotonic), "memory")
