@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from orchestray.errors import ConfigError
 from orchestray.policies.ratelimit import Limits
+from orchestray.cache import CacheConfig, CachePolicy, store_from_cache
+from orchestray.store import StoreConfig
 
 __all__ = [
     "Config",
@@ -100,6 +102,7 @@ class ProviderConfig(_Strict):
     # this model"; true retries such a call once without temperature/top_p/top_k and leaves them
     # out for that model from then on (the trace's `dropped` says so); false passes the 400 on.
     drop_deprecated_sampling: bool = True
+    cache: CachePolicy | None = None  # this provider's say over the response cache (orchestray.cache)
 
     @model_validator(mode="before")
     @classmethod
@@ -129,6 +132,7 @@ class ProviderConfig(_Strict):
 
 class _Route(_Strict):
     description: str = ""
+    cache: CachePolicy | None = None  # how the calls made inside this route use the response cache
 
 
 class RaceRoute(_Route):
@@ -310,6 +314,16 @@ class Config(_Strict):
     routes: dict[str, Route] = {}
     serve: ServeConfig = ServeConfig()
     batch: BatchConfig = BatchConfig()
+    store: StoreConfig = StoreConfig()  # the cluster-wide key-value store (orchestray.store)
+    cache: CacheConfig | None = None  # the response cache (orchestray.cache); no section, no cache
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cache_store(cls, data: Any) -> Any:
+        try:
+            return store_from_cache(data)
+        except ValueError as err:
+            raise _FieldError("cache", str(err)) from None
 
     @model_validator(mode="before")
     @classmethod
