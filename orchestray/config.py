@@ -18,6 +18,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from orchestray.errors import ConfigError
 from orchestray.patterns import PATTERNS, FieldError as _FieldError, Route, Strict as _Strict, route_targets
 from orchestray.policies.ratelimit import Limits
+from orchestray.cache import CacheConfig, CachePolicy, store_from_cache
+from orchestray.store import StoreConfig
 
 __all__ = [
     "Config",
@@ -97,6 +99,7 @@ class ProviderConfig(_Strict):
     # this model"; true retries such a call once without temperature/top_p/top_k and leaves them
     # out for that model from then on (the trace's `dropped` says so); false passes the 400 on.
     drop_deprecated_sampling: bool = True
+    cache: CachePolicy | None = None  # this provider's say over the response cache (orchestray.cache)
 
     @model_validator(mode="before")
     @classmethod
@@ -196,6 +199,16 @@ class Config(_Strict):
     routes: dict[str, Route] = {}
     serve: ServeConfig = ServeConfig()
     batch: BatchConfig = BatchConfig()
+    store: StoreConfig = StoreConfig()  # the cluster-wide key-value store (orchestray.store)
+    cache: CacheConfig | None = None  # the response cache (orchestray.cache); no section, no cache
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cache_store(cls, data: Any) -> Any:
+        try:
+            return store_from_cache(data)
+        except ValueError as err:
+            raise _FieldError("cache", str(err)) from None
 
     @model_validator(mode="before")
     @classmethod

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from orchestray.cache import CachePolicy
 from orchestray.coordinators.balance import BalanceCoordinator
 from orchestray.coordinators.cascade import CascadeCoordinator
 from orchestray.coordinators.ensemble import EnsembleCoordinator
@@ -155,6 +156,7 @@ class StepConfig(Strict):
 
 class _Route(Strict):
     description: str = ""
+    cache: CachePolicy | None = None  # how the calls made inside this route use the response cache
 
     def build(self, name: str, config: Config, resolve: Resolve) -> Coordinator:
         raise NotImplementedError
