@@ -1,1 +1,1 @@
-"""Ray actors: provider actors, coordinator actors and the batch driver."""
+"""Ray actors: provider actors, the batch driver and its workers, the gateway's key quota."""

@@ -36,7 +36,7 @@ class BatchWorker(Multiplexed):
 
     def __init__(self, config_json: str):
         config = Config.model_validate_json(config_json)
-        self.models = ModelDirectory(config, ensure_config=False, routes_in_process=True)
+        self.models = ModelDirectory(config, ensure_config=False)
 
     async def complete(self, request: ChatRequest) -> Completion:
         return await self.models.get(request.model).complete(request)

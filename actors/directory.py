@@ -1,4 +1,4 @@
-"""Names to models on Ray: the registry with the shared provider actors (and route actors) plugged in."""
+"""Names to models on Ray: the registry with the shared provider actors plugged in."""
 
 from __future__ import annotations
 
@@ -12,23 +12,19 @@ __all__ = ["ModelDirectory"]
 
 
 class ModelDirectory(Registry):
-    """Finds or creates the provider actors and route (coordinator) actors on first use.
+    """Finds or creates the provider actors on first use; routes run as coordinators in this
+    process against them (as in a Serve replica, a batch worker, or a Python client).
 
-    With `routes_in_process`, routes run as coordinators in this process (a Serve replica
-    hosting them) instead of in their own actors; providers are always the shared actors.
+    `routes_in_process` is kept for callers that pass it: routes always run in-process now
+    (the per-route `route:NAME` actors are gone).
     """
 
-    def __init__(self, config: Config, ensure_config: bool = True, routes_in_process: bool = False):
+    def __init__(self, config: Config, ensure_config: bool = True, routes_in_process: bool = True):
+        if not routes_in_process:
+            raise ValueError("route actors were removed: routes run in the calling process")
         self.ensure_config = ensure_config
-        self.routes_in_process = routes_in_process
         super().__init__(
             config,
             lambda provider: provider_handle(provider, ensure_config),
-            None if routes_in_process else self._route_actor,
             store=lambda: open_store(config.store, cluster=True),  # the cluster's store actor or Redis
         )
-
-    def _route_actor(self, name: str):
-        from orchestray.actors.coordinators import route_handle
-
-        return route_handle(name, self.config, self.ensure_config)

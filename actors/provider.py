@@ -90,7 +90,7 @@ class ProviderActor(Multiplexed):
 
 
 class ModelHandle:
-    """What callers hold: `complete` and `stream` on a provider or coordinator actor, with Ray's
+    """What callers hold: `complete` and `stream` on a provider actor (or a batch worker), with Ray's
     errors unwrapped into orchestray's.
 
     Picklable, so coordinators and Serve replicas receive it as an argument. A call made while

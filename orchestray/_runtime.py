@@ -58,7 +58,7 @@ class RayRuntime:
         def find_providers() -> Registry:
             # Finding (and reconfiguring) the actors blocks on Ray calls: off the event loop, so
             # this works inside an async actor too. Routes then run here, as a Serve replica's do.
-            directory = ModelDirectory(config, routes_in_process=True)
+            directory = ModelDirectory(config)
             directory.providers()
             return directory
 

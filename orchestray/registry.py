@@ -2,7 +2,8 @@
 
 A provider name gives whatever the runtime makes of it (the shared Ray actor's handle, or a
 `Provider` in this process); a route name gives its coordinator, run in this process against
-those providers, unless a route host is given. Knows nothing of Ray, so the local runtime and
+those providers (the one way routes are hosted: the Serve gateway, the batch workers, the
+Python API and Ray Data all run them where the request is). Knows nothing of Ray, so the local runtime and
 the unit tests use it as it is; `orchestray.actors.directory.ModelDirectory` is this registry
 with Ray's provider actors plugged in.
 """
@@ -33,8 +34,8 @@ _ADHOC_KEPT = 256
 class Registry:
     """`get(name)` makes each model on first use and keeps it.
 
-    `provider(config)` makes the model behind a provider; `route(name)`, when given, hosts a
-    route elsewhere (its own actor); without it routes run here as coordinators. `store()` opens
+    `provider(config)` makes the model behind a provider; routes run here as coordinators
+    calling them. `store()` opens
     the key-value store (default: this process's memory); with a `cache:` section each provider
     is handed out behind the response cache over it.
     """
@@ -43,12 +44,10 @@ class Registry:
         self,
         config: Config,
         provider: Callable[[ProviderConfig], Model],
-        route: Callable[[str], Model] | None = None,
         store: Callable[[], Store] | None = None,
     ):
         self.config = config
         self._provider = provider
-        self._route = route
         self._open_store = store or (lambda: open_store(config.store, cluster=False))
         self._store: Store | None = None
         self._cache: ResponseCache | None = None
@@ -69,8 +68,6 @@ class Registry:
 
     def _make(self, name: str) -> Model:
         if name in self.config.routes:
-            if self._route is not None:
-                return self._route(name)
             route = build_coordinator(name, self.config, self.get)
             policy = self.config.routes[name].cache
             return RouteCacheScope(route, policy) if policy is not None and self.config.cache else route

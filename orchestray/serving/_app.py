@@ -111,7 +111,7 @@ class Gateway:
         from orchestray.actors.directory import ModelDirectory
 
         self.config = Config.model_validate_json(config_json)
-        self.models = ModelDirectory(self.config, routes_in_process=True)
+        self.models = ModelDirectory(self.config)
         for name in self.config.model_names():
             self.models.get(name)  # every actor found now, not on the event loop later
         self.providers = {p.name: self.models.get(p.name) for p in self.config.providers}

@@ -1,4 +1,5 @@
-"""Coordinator actors on Ray, calling provider actors that talk to emulators over HTTP."""
+"""Routes as production runs them: a coordinator in the caller's process (a gateway replica, a
+batch worker, a client) calling the shared provider actors, which talk to emulators over HTTP."""
 
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ def setup(ray_session, emus: dict, routes: dict, **provider_fields):
 
 def cleanup(ray_session, directory: ModelDirectory):
     for handle in directory.made().values():
-        ray_session.kill(handle.actor, no_restart=True)
+        if hasattr(handle, "actor"):  # the provider actors; routes ran here
+            ray_session.kill(handle.actor, no_restart=True)
 
 
 def question(text: str, **fields) -> ChatRequest:
