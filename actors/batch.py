@@ -17,7 +17,7 @@ import itertools
 
 import ray
 
-from orchestray.batch import BatchOptions, BatchResult, format_summary, run_batch, write_summary
+from orchestray.batch import BatchOptions, BatchResult, run_batch
 from orchestray.cluster import NAMESPACE, connect
 from orchestray.config import Config
 from orchestray.messages import ChatRequest, Completion
@@ -129,7 +129,4 @@ def _run_locked(
     finally:
         if pool is not None:
             pool.stop()
-    print(format_summary(result))
-    path = write_summary(result, output_path)
-    print(f"summary written to {path}")
     return result
