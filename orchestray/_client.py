@@ -124,7 +124,9 @@ class AsyncClient:
         await self.close()
 
     async def close(self) -> None:
-        self._registry = self._starting = None
+        registry, self._registry, self._starting = self._registry, None, None
+        if registry is not None:
+            await registry.close()  # its store's connections (a Redis client), when it opened one
         await self.runtime.close()
 
     def models(self) -> list[str]:

@@ -87,6 +87,11 @@ class Registry:
             self._store = self._open_store()
         return self._store
 
+    async def close(self) -> None:
+        store, self._store, self._cache = self._store, None, None
+        if store is not None:
+            await store.close()
+
     def response_cache(self) -> ResponseCache | None:
         """The response cache when the config has one (`cache:`), over `store()`."""
         settings = self.config.cache
