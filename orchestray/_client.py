@@ -18,14 +18,14 @@ import threading
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterable, Iterator, Mapping, Sequence, get_args
 
-import msgspec
 import yaml
 
 from orchestray.batch import BatchOptions, OutputRecord, run_batch
+from orchestray.batch_format import write_request_lines
 from orchestray.config import Config, Route, load_config, parse_config
 from orchestray.errors import RequestError
 from orchestray.messages import ChatRequest, Chunk, Completion, Message
-from orchestray.openai_format import message_dict, parse_chat_body, request_params
+from orchestray.openai_format import message_dict, parse_chat_body
 from orchestray.registry import Registry
 
 from orchestray._runtime import RayRuntime, Runtime, runtime_for
@@ -37,7 +37,6 @@ Prompt = str | Sequence[Message | Mapping[str, Any]] | ChatRequest
 # Each pattern's route model, from the config's own union: its fields are the pattern's options.
 _ROUTE_MODELS = {get_args(cls.model_fields["pattern"].annotation)[0]: cls for cls in get_args(get_args(Route)[0])}
 _NOT_OPTIONS = {"pattern", "description"}
-_encode = msgspec.json.Encoder().encode
 
 
 # Clients unpickled in one process for the same config and cluster: one each, shared. Every Ray
@@ -125,7 +124,9 @@ class AsyncClient:
         await self.close()
 
     async def close(self) -> None:
-        self._registry = self._starting = None
+        registry, self._registry, self._starting = self._registry, None, None
+        if registry is not None:
+            await registry.close()  # its store's connections (a Redis client), when it opened one
         await self.runtime.close()
 
     def models(self) -> list[str]:
@@ -238,7 +239,7 @@ class AsyncClient:
                 source = Path(requests)
             else:
                 source = Path(scratch) / "input.jsonl"
-                await asyncio.to_thread(_write_lines, requests, source)
+                await asyncio.to_thread(write_request_lines, requests, source)
             target = Path(output) if output is not None else Path(scratch) / "output.jsonl"
             finished: asyncio.Queue = asyncio.Queue()
             job = asyncio.ensure_future(
@@ -253,20 +254,6 @@ class AsyncClient:
                 if not job.done():
                     job.cancel()
                     await asyncio.gather(job, return_exceptions=True)
-
-
-def _write_lines(requests: Iterable[Mapping[str, Any] | ChatRequest], path: Path) -> None:
-    with path.open("wb") as f:
-        for i, item in enumerate(requests):
-            if isinstance(item, ChatRequest):
-                line: Any = {"custom_id": item.request_id or str(i), "body": request_params(item, item.model)}
-            elif isinstance(item, Mapping) and "body" in item:
-                line = {"custom_id": str(i), "method": "POST", "url": "/v1/chat/completions", **item}
-            elif isinstance(item, Mapping):
-                line = {"custom_id": str(i), "body": dict(item)}
-            else:
-                raise TypeError(f"request {i}: a batch line, a chat body or a ChatRequest, not {type(item).__name__}")
-            f.write(_encode(line) + b"\n")
 
 
 class Client:

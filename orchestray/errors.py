@@ -13,7 +13,8 @@
     │   ├── BadRequestError          400/404/422 from the provider
     │   └── AuthenticationError      401/403: the key is missing, wrong or not allowed
     ├── AllFailedError               every branch of a coordinator failed (carries `causes`)
-    └── OutputInUseError             another run is writing the batch output (names its holder)
+    ├── OutputInUseError             another run is writing the batch output (names its holder)
+    └── StoreUnavailableError        the cluster store (Redis, the store actor) cannot be reached
 
 Messages never carry an API key: provider messages pass through `redact` before they are kept.
 """
@@ -37,6 +38,7 @@ __all__ = [
     "AuthenticationError",
     "AllFailedError",
     "OutputInUseError",
+    "StoreUnavailableError",
     "redact",
     "error_code",
 ]
@@ -154,6 +156,10 @@ class OutputInUseError(OrchestrayError):
     pass
 
 
+class StoreUnavailableError(OrchestrayError):
+    """The store cannot be reached or is not installed; the response cache treats it as a miss."""
+
+
 _KEYISH = re.compile(r"\b(sk-[A-Za-z0-9_\-*]{6,}|sk-ant-[A-Za-z0-9_\-*]{6,}|Bearer\s+\S+)")
 
 
@@ -179,6 +185,7 @@ def error_code(err: BaseException) -> str:
         (AuthenticationError, "authentication_failed"),
         (AllFailedError, "all_failed"),
         (OutputInUseError, "output_in_use"),
+        (StoreUnavailableError, "store_unavailable"),
         (ConfigError, "config_error"),
     ]
     for cls, code in codes:

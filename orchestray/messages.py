@@ -314,6 +314,7 @@ class Span(msgspec.Struct, kw_only=True, omit_defaults=True):
     latency_s: float = 0.0
     cost: float = 0.0
     retries: int = 0
+    cached: bool = False  # answered from the response cache: cost 0, no provider call made
     error: str | None = None
     decision: str | None = None
     # Request fields the call went without: refused by the model and retried without them, or
@@ -326,7 +327,7 @@ class Span(msgspec.Struct, kw_only=True, omit_defaults=True):
         return self.cost + sum(c.total_cost() for c in self.children)
 
     def provider_calls(self) -> int:
-        own = 1 if self.kind == "provider" else 0
+        own = 1 if self.kind == "provider" and not self.cached else 0
         return own + sum(c.provider_calls() for c in self.children)
 
 
