@@ -25,7 +25,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestray.actors.quota import KeyQuota, key_quota
 from orchestray.config import Config, load_config, parse_config
-from orchestray.coordinators import build_coordinator
 from orchestray.errors import ConfigError, OrchestrayError, ProviderUnavailableError, RequestError, UnknownModelError
 from orchestray.messages import ChatRequest, Chunk, Completion
 from orchestray.openai_format import ChatCompletionBody, chunk_body, completion_body, describe_errors, validation_message
@@ -83,7 +82,6 @@ async def _unexpected(request: Request, err: Exception) -> JSONResponse:
 api.add_middleware(Guard)
 
 
-_ADHOC = "adhoc:request"
 
 
 def _sse(data: Any) -> bytes:
@@ -244,13 +242,9 @@ class Gateway:
         for name in route["providers"] + ([route["judge"]] if route.get("judge") else []):
             if not self.config.has_model(name):
                 raise UnknownModelError(name, self.config.model_names())
-        # Validated as a route of the config would be, then run once in this replica.
-        data = self.config.model_dump(mode="json")
-        data["routes"] = {**data["routes"], _ADHOC: route}
-        try:
-            coordinator = build_coordinator(_ADHOC, parse_config(data, "request"), self.models.get)
-        except ConfigError as err:
-            raise RequestError(str(err).replace(f"request: routes.{_ADHOC}.", "")) from None
+        # Validated as a route of the config would be (the registry's ad-hoc patterns, inside the
+        # same guardrails, caps and telemetry as the other doors), then run in this replica.
+        coordinator = self.models.adhoc(route)
         completion = await coordinator.complete(request)
         return self._answer(completion, request_id, f"pattern:{route['pattern']}", http)
 
