@@ -11,6 +11,12 @@ from orchestray.actors.provider import provider_handle
 __all__ = ["ModelDirectory"]
 
 
+def _cluster_ledger():
+    from orchestray.actors.spend import RaySpendLedger
+
+    return RaySpendLedger()
+
+
 class ModelDirectory(Registry):
     """Finds or creates the provider actors on first use; routes run as coordinators in this
     process against them (as in a Serve replica, a batch worker, or a Python client).
@@ -27,4 +33,5 @@ class ModelDirectory(Registry):
             config,
             lambda provider: provider_handle(provider, ensure_config),
             store=lambda: open_store(config.store, cluster=True),  # the cluster's store actor or Redis
+            spend_ledger=_cluster_ledger,  # spend caps count the cluster's total
         )

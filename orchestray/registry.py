@@ -20,6 +20,7 @@ from orchestray.cache import CachedModel, ResponseCache, RouteCacheScope, provid
 from orchestray.config import Config, ProviderConfig, parse_config
 from orchestray.coordinators import Coordinator, Model, build_coordinator
 from orchestray.errors import ConfigError, RequestError, UnknownModelError
+from orchestray.layers import around
 from orchestray.patterns import PATTERNS, route_targets
 from orchestray.store import Store, open_store
 
@@ -45,13 +46,17 @@ class Registry:
         config: Config,
         provider: Callable[[ProviderConfig], Model],
         store: Callable[[], Store] | None = None,
+        spend_ledger: Callable[[], Any] | None = None,
     ):
         self.config = config
         self._provider = provider
         self._open_store = store or (lambda: open_store(config.store, cluster=False))
         self._store: Store | None = None
+        self._open_ledger = spend_ledger
+        self._ledger: Any = None
         self._cache: ResponseCache | None = None
         self._models: dict[str, Model] = {}
+        self.telemetry: Any = None  # a `Telemetry` to export through instead of the config's (tests)
         self._adhoc: dict[str, Coordinator] = {}
 
     def knows(self, name: str) -> bool:
@@ -67,6 +72,10 @@ class Registry:
         return model
 
     def _make(self, name: str) -> Model:
+        # Guardrails, spend caps and telemetry around whatever the name gives (orchestray.layers).
+        return around(self, name, self._bare(name))
+
+    def _bare(self, name: str) -> Model:
         if name in self.config.routes:
             route = build_coordinator(name, self.config, self.get)
             policy = self.config.routes[name].cache
@@ -87,6 +96,11 @@ class Registry:
             self._store = self._open_store()
         return self._store
 
+    async def close(self) -> None:
+        store, self._store, self._cache = self._store, None, None
+        if store is not None:
+            await store.close()
+
     def response_cache(self) -> ResponseCache | None:
         """The response cache when the config has one (`cache:`), over `store()`."""
         settings = self.config.cache
@@ -96,6 +110,15 @@ class Registry:
             namespace = self.store().namespace(CACHE_NAMESPACE, max_entries=settings.max_entries, ttl_s=settings.ttl_s)
             self._cache = ResponseCache(namespace, settings)
         return self._cache
+
+    def spend_ledger(self) -> Any:
+        """Where spend caps are counted (`orchestray.budgets`): this process, unless the runtime
+        gave the cluster's ledger."""
+        if self._ledger is None:
+            from orchestray.budgets import LocalLedger
+
+            self._ledger = self._open_ledger() if self._open_ledger is not None else LocalLedger()
+        return self._ledger
 
     def made(self) -> dict[str, Model]:
         """The models made so far, by name."""
@@ -129,7 +152,7 @@ class Registry:
         data["routes"] = {**data["routes"], ADHOC: dict(route)}
         try:
             config = parse_config(data, "request")
-            coordinator = build_coordinator(ADHOC, config, self.get)
+            coordinator = around(self, ADHOC, build_coordinator(ADHOC, config, self.get), route=True)
         except ConfigError as err:
             raise RequestError(str(err).replace(f"request: routes.{ADHOC}.", "").replace(f"request: routes.{ADHOC}: ", "")) from None
         if len(self._adhoc) >= _ADHOC_KEPT:
