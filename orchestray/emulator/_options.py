@@ -42,6 +42,8 @@ class EmulatorOptions:
     seed: int = 0
     api_key: str | None = None
     reject_sampling: tuple[str, ...] = ()
+    key_rpm: tuple[tuple[str, int], ...] = ()  # keys with a quota of their own (see _keys)
+    log_arrivals: bool = False  # keep every call's arrival for GET /arrivals
 
     def __post_init__(self) -> None:
         for name in ("rpm", "tpm"):
@@ -60,6 +62,9 @@ class EmulatorOptions:
             raise ValueError(f"latency_ms must be >= 0, got {self.latency_ms}")
         if self.latency_sigma < 0 or self.ms_per_output_token < 0 or self.hang_s < 0:
             raise ValueError("latency_sigma, ms_per_output_token and hang_s must be >= 0")
+        for key, limit in self.key_rpm:
+            if not key or limit <= 0:
+                raise ValueError(f"key_rpm needs a key and a positive limit, got {key!r}={limit}")
         if self.error_status is not None and not 400 <= self.error_status <= 599:
             raise ValueError(f"error_status must be an HTTP error status, got {self.error_status}")
 
@@ -120,6 +125,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "temperature/top_p/top_k, as Anthropic's newest do; repeatable, '*' for every model",
     )
     add(
+        "--key-rpm",
+        action="append",
+        default=[],
+        type=_key_rpm,
+        metavar="KEY=RPM",
+        help="calls with this API key get a requests-per-minute quota of their own (a test key: it "
+        "shows in the process listing); repeatable",
+    )
+    add("--log-arrivals", action="store_true", help="keep every call's arrival time for GET /arrivals")
+    add(
         "--api-key",
         default=os.environ.get(API_KEY_ENV) or None,
         help=f"require this key (Bearer / x-api-key); default: ${API_KEY_ENV} if set",
@@ -144,7 +159,19 @@ def options_from_args(args: argparse.Namespace) -> EmulatorOptions:
         seed=args.seed,
         api_key=args.api_key,
         reject_sampling=tuple(args.reject_sampling),
+        key_rpm=tuple(args.key_rpm),
+        log_arrivals=args.log_arrivals,
     )
+
+
+def _key_rpm(text: str) -> tuple[str, int]:
+    key, sep, limit = text.rpartition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=RPM, got {text!r}")
+    try:
+        return key, int(limit)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected KEY=RPM with a whole number, got {text!r}") from None
 
 
 def options_to_args(options: EmulatorOptions) -> list[str]:
@@ -173,4 +200,8 @@ def options_to_args(options: EmulatorOptions) -> list[str]:
     ]  # fmt: skip
     for model in options.reject_sampling:
         args += ["--reject-sampling", model]
+    for key, limit in options.key_rpm:
+        args += ["--key-rpm", f"{key}={limit}"]
+    if options.log_arrivals:
+        args.append("--log-arrivals")
     return args
