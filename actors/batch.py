@@ -17,7 +17,7 @@ import itertools
 
 import ray
 
-from orchestray.batch import BatchOptions, BatchResult, format_summary, run_batch, write_summary
+from orchestray.batch import BatchOptions, BatchResult, run_batch
 from orchestray.cluster import NAMESPACE, connect
 from orchestray.config import Config
 from orchestray.messages import ChatRequest, Completion
@@ -119,14 +119,14 @@ def _run_locked(
                 if name in result.by_provider:
                     result.by_provider[name].rate_limited = limited - before.get(name, 0)
 
-        return await run_batch(input_path, output_path, resolve, directory.knows, options, on_done, lock)
+        try:
+            return await run_batch(input_path, output_path, resolve, directory.knows, options, on_done, lock)
+        finally:
+            await directory.close()  # the store's connections belong to this loop
 
     try:
         result = asyncio.run(job())
     finally:
         if pool is not None:
             pool.stop()
-    print(format_summary(result))
-    path = write_summary(result, output_path)
-    print(f"summary written to {path}")
     return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from orchestray.config import Config
 from orchestray.registry import Registry
+from orchestray.store import open_store
 
 from orchestray.actors.provider import provider_handle
 
@@ -24,6 +25,7 @@ class ModelDirectory(Registry):
             config,
             lambda provider: provider_handle(provider, ensure_config),
             None if routes_in_process else self._route_actor,
+            store=lambda: open_store(config.store, cluster=True),  # the cluster's store actor or Redis
         )
 
     def _route_actor(self, name: str):

@@ -17,6 +17,7 @@ from orchestray.config import Config, ProviderConfig
 from orchestray.coordinators import Model
 from orchestray.provider import Provider
 from orchestray.registry import Registry
+from orchestray.store import open_store
 
 __all__ = ["Runtime", "RayRuntime", "LocalRuntime", "runtime_for"]
 
@@ -99,7 +100,7 @@ class LocalRuntime:
         return None
 
     async def registry(self, config: Config) -> Registry:
-        return Registry(config, self._provider)
+        return Registry(config, self._provider, store=lambda: open_store(config.store, cluster=False, clock=self.clock))
 
     def _provider(self, config: ProviderConfig) -> Model:
         if config.name in self.models:

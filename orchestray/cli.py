@@ -13,6 +13,7 @@ __all__ = ["main"]
 def _batch(args: argparse.Namespace) -> int:
     from orchestray.actors.batch import run_batch_job
     from orchestray.batch import BatchOptions
+    from orchestray.batch_report import format_summary, write_summary
     from orchestray.config import load_config
 
     import os
@@ -25,6 +26,8 @@ def _batch(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     result = run_batch_job(args.input, args.output, config, options, address=args.address, workers=args.workers)
+    print(format_summary(result))
+    print(f"summary written to {write_summary(result, args.output)}")
     return 0 if result.failed == 0 and result.invalid == 0 else 3
 
 

@@ -13,7 +13,8 @@
     │   ├── BadRequestError          400/404/422 from the provider
     │   └── AuthenticationError      401/403: the key is missing, wrong or not allowed
     ├── AllFailedError               every branch of a coordinator failed (carries `causes`)
-    └── OutputInUseError             another run is writing the batch output (names its holder)
+    ├── OutputInUseError             another run is writing the batch output (names its holder)
+    └── StoreUnavailableError        the cluster store (Redis, the store actor) cannot be reached
 
 Messages never carry an API key: provider messages pass through `redact` before they are kept.
 """
@@ -37,6 +38,7 @@ __all__ = [
     "AuthenticationError",
     "AllFailedError",
     "OutputInUseError",
+    "StoreUnavailableError",
     "redact",
     "error_code",
 ]
@@ -77,9 +79,12 @@ class RequestError(OrchestrayError):
 
 
 class UnknownModelError(RequestError):
-    def __init__(self, model: str, known: list[str] | tuple[str, ...] = ()):
+    """`where`: the field that named it, when not the request's `model` (an ad-hoc pattern's `providers[1]`)."""
+
+    def __init__(self, model: str, known: list[str] | tuple[str, ...] = (), where: str | None = None):
         hint = f"; known: {', '.join(sorted(known))}" if known else ""
-        super().__init__(f"unknown model {model!r}: no provider or route has that name{hint}", param="model")
+        prefix = f"{where}: " if where else ""
+        super().__init__(f"{prefix}unknown model {model!r}: no provider or route has that name{hint}", param=where or "model")
         self.model = model
 
 
@@ -154,6 +159,10 @@ class OutputInUseError(OrchestrayError):
     pass
 
 
+class StoreUnavailableError(OrchestrayError):
+    """The store cannot be reached or is not installed; the response cache treats it as a miss."""
+
+
 _KEYISH = re.compile(r"\b(sk-[A-Za-z0-9_\-*]{6,}|sk-ant-[A-Za-z0-9_\-*]{6,}|Bearer\s+\S+)")
 
 
@@ -179,6 +188,7 @@ def error_code(err: BaseException) -> str:
         (AuthenticationError, "authentication_failed"),
         (AllFailedError, "all_failed"),
         (OutputInUseError, "output_in_use"),
+        (StoreUnavailableError, "store_unavailable"),
         (ConfigError, "config_error"),
     ]
     for cls, code in codes:

@@ -12,9 +12,15 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Mapping
 
+from pydantic import ValidationError
+
+from orchestray.cache import NAMESPACE as CACHE_NAMESPACE
+from orchestray.cache import CachedModel, ResponseCache, RouteCacheScope, provider_identity
 from orchestray.config import Config, ProviderConfig, parse_config
 from orchestray.coordinators import Coordinator, Model, build_coordinator
 from orchestray.errors import ConfigError, RequestError, UnknownModelError
+from orchestray.patterns import PATTERNS, route_targets
+from orchestray.store import Store, open_store
 
 __all__ = ["Registry", "ADHOC"]
 
@@ -28,7 +34,9 @@ class Registry:
     """`get(name)` makes each model on first use and keeps it.
 
     `provider(config)` makes the model behind a provider; `route(name)`, when given, hosts a
-    route elsewhere (its own actor); without it routes run here as coordinators.
+    route elsewhere (its own actor); without it routes run here as coordinators. `store()` opens
+    the key-value store (default: this process's memory); with a `cache:` section each provider
+    is handed out behind the response cache over it.
     """
 
     def __init__(
@@ -36,10 +44,14 @@ class Registry:
         config: Config,
         provider: Callable[[ProviderConfig], Model],
         route: Callable[[str], Model] | None = None,
+        store: Callable[[], Store] | None = None,
     ):
         self.config = config
         self._provider = provider
         self._route = route
+        self._open_store = store or (lambda: open_store(config.store, cluster=False))
+        self._store: Store | None = None
+        self._cache: ResponseCache | None = None
         self._models: dict[str, Model] = {}
         self._adhoc: dict[str, Coordinator] = {}
 
@@ -59,10 +71,39 @@ class Registry:
         if name in self.config.routes:
             if self._route is not None:
                 return self._route(name)
-            return build_coordinator(name, self.config, self.get)
+            route = build_coordinator(name, self.config, self.get)
+            policy = self.config.routes[name].cache
+            return RouteCacheScope(route, policy) if policy is not None and self.config.cache else route
         if not self.config.has_model(name):
             raise UnknownModelError(name, self.config.model_names())
-        return self._provider(self.config.provider(name))
+        provider = self.config.provider(name)
+        model = self._provider(provider)
+        cache = self.response_cache()
+        if cache is None:
+            return model
+        # The one hook of the response cache: every door and pattern gets its providers here.
+        return CachedModel(model, name, provider_identity(provider), cache, provider.cache)
+
+    def store(self) -> Store:
+        """The cluster's key-value store (`orchestray.store`), opened on first use."""
+        if self._store is None:
+            self._store = self._open_store()
+        return self._store
+
+    async def close(self) -> None:
+        store, self._store, self._cache = self._store, None, None
+        if store is not None:
+            await store.close()
+
+    def response_cache(self) -> ResponseCache | None:
+        """The response cache when the config has one (`cache:`), over `store()`."""
+        settings = self.config.cache
+        if settings is None or not settings.enabled:
+            return None
+        if self._cache is None:
+            namespace = self.store().namespace(CACHE_NAMESPACE, max_entries=settings.max_entries, ttl_s=settings.ttl_s)
+            self._cache = ResponseCache(namespace, settings)
+        return self._cache
 
     def made(self) -> dict[str, Model]:
         """The models made so far, by name."""
@@ -72,6 +113,17 @@ class Registry:
         """Every provider's model, made now (so nothing is made later on an event loop)."""
         return {p.name: self.get(p.name) for p in self.config.providers}
 
+    def _check_members(self, route: Mapping[str, Any]) -> None:
+        """A member that names nothing is an unknown model (404 at the HTTP door), not a bad option."""
+        pattern = PATTERNS.get(route.get("pattern"))
+        try:
+            typed = pattern.route.model_validate(route) if pattern else None
+        except ValidationError:
+            return  # the whole config's validation words it, below
+        for field, target in route_targets(typed) if typed else ():
+            if not self.knows(target):
+                raise UnknownModelError(target, self.names(), where=field)
+
     def adhoc(self, route: Mapping[str, Any]) -> Coordinator:
         """The coordinator of a pattern given as a route of the config would be (`{"pattern":
         "race", "providers": [...], ...}`), validated by the same models: a bad option is a
@@ -80,6 +132,7 @@ class Registry:
         coordinator = self._adhoc.get(key)
         if coordinator is not None:
             return coordinator
+        self._check_members(route)
         data = self.config.model_dump(mode="json")
         data["routes"] = {**data["routes"], ADHOC: dict(route)}
         try:

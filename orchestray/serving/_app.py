@@ -11,102 +11,37 @@ no request takes more than the one to the provider actors, which keep the limits
 
 
 import asyncio
-import hashlib
-import hmac
 import json
 import os
 import time
 import uuid
 from typing import Any
 
-import ray
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from orchestray.config import Config, load_config, parse_config
-from orchestray.coordinators import build_coordinator
-from orchestray.errors import (
-    AllFailedError,
-    ConfigError,
-    AuthenticationError,
-    BadRequestError,
-    OrchestrayError,
-    ProviderTimeoutError,
-    ProviderUnavailableError,
-    RateLimitedError,
-    RequestError,
-    UnknownModelError,
-    error_code,
-)
+from orchestray.actors.quota import KeyQuota, key_quota
+from orchestray.config import Config, load_config
+from orchestray.errors import ConfigError, OrchestrayError, ProviderUnavailableError, RequestError, UnknownModelError
 from orchestray.messages import ChatRequest, Chunk, Completion
 from orchestray.openai_format import ChatCompletionBody, chunk_body, completion_body, describe_errors, validation_message
-from orchestray.policies.ratelimit import TokenBucket
+from orchestray.serving._auth import Guard, gateway_keys, open_gateway_refusal, record_spend, secure
+from orchestray.serving._bodies import PATTERN_BODIES, PatternBody, openai_error
+from orchestray.serving._errors import error_response, http_error, openai_error_response as _error, status_of
+from orchestray.serving._messages import messages_response
 
-from orchestray.serving._bodies import (
-    CascadeBody,
-    EnsembleBody,
-    RaceBody,
-    TreeOfThoughtBody,
-    openai_error,
-)
-from orchestray.serving._messages import anthropic_shaped, messages_response
-
-__all__ = ["build_app", "app_for", "open_gateway_refusal", "Gateway", "KeyQuota"]
+# KeyQuota and open_gateway_refusal live in actors/quota.py and serving/_auth.py; named here too,
+# where callers have always found them.
+__all__ = ["build_app", "app_for", "open_gateway_refusal", "Gateway", "KeyQuota", "error_response", "status_of"]
 
 api = FastAPI(
     title="orchestray",
     description="OpenAI-compatible chat completions over providers and orchestration patterns.",
     version="0.1.0",
 )
-
-# Set per replica by the Gateway's constructor; the middleware and handlers read them. Only
-# functions of this module touch the dict: Serve pickles the ingress class by value, and a
-# global it referenced directly would be a copy in the replica.
-_SECURITY: dict[str, Any] = {"keys": (), "max_body_bytes": 1_000_000, "quota": None}
-
-
-def _security() -> dict[str, Any]:
-    return _SECURITY
-_PUBLIC_PATHS = {"/healthz", "/readyz"}
-
-
-def _error(status: int, message: str, code: str, headers: dict[str, str] | None = None,
-           param: str | None = None) -> JSONResponse:
-    return JSONResponse(openai_error(status, message, code, param), status_code=status, headers=headers)
-
-
-def _status_of(err: BaseException) -> int:
-    if isinstance(err, UnknownModelError):
-        return 404
-    if isinstance(err, RequestError):
-        return 413 if error_code(err) == "request_too_large" else 400
-    if isinstance(err, RateLimitedError):
-        return 429
-    if isinstance(err, ProviderTimeoutError):
-        return 504
-    if isinstance(err, ProviderUnavailableError):
-        return 503
-    if isinstance(err, BadRequestError):
-        return 400  # the provider refused the request itself (too long a context, say)
-    if isinstance(err, (AuthenticationError, AllFailedError)):
-        return 502
-    return 502
-
-
-def error_response(err: BaseException) -> JSONResponse:
-    status = _status_of(err)
-    headers = None
-    retry_after = getattr(err, "retry_after", None)
-    if status in (429, 503) and retry_after:
-        headers = {"retry-after": str(max(1, int(retry_after + 0.999)))}
-    if isinstance(err, AuthenticationError):
-        message = f"{err.provider}: the provider rejected orchestray's credentials"
-    else:
-        message = str(err)
-    return _error(status, message, error_code(err), headers, getattr(err, "param", None))
 
 
 @api.exception_handler(RequestValidationError)
@@ -138,105 +73,7 @@ async def _unexpected(request: Request, err: Exception) -> JSONResponse:
     return _error(500, f"internal error (incident {incident})", "internal_error")
 
 
-def _key_id(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
-async def _refusal(scope) -> JSONResponse | None:
-    """The answer for a request the gateway turns away before routing (size, key, quota), or None."""
-    request = Request(scope)
-    length = request.headers.get("content-length")
-    if length is not None:
-        try:
-            too_big = int(length) > _SECURITY["max_body_bytes"]
-        except ValueError:
-            return _error(400, "invalid Content-Length header", "invalid_request")
-        if too_big:
-            return _error(413, f"body larger than {_SECURITY['max_body_bytes']} bytes", "body_too_large")
-    keys = _SECURITY["keys"]
-    path, root = scope.get("path", ""), scope.get("root_path", "")
-    if root and path.startswith(root):
-        path = path[len(root):]  # under a route prefix (/capped/healthz) the endpoint is /healthz
-    if keys and path not in _PUBLIC_PATHS:
-        header = request.headers.get("authorization", "")
-        scheme, _, presented = header.partition(" ")
-        presented = presented.strip()
-        if not header and "x-api-key" in request.headers:
-            header, scheme, presented = "x-api-key", "bearer", request.headers["x-api-key"].strip()  # Anthropic's clients
-        # Compare against every key in constant time, whatever matches first.
-        matched = None
-        for key in keys:
-            if hmac.compare_digest(presented.encode(), key.encode()) and scheme.lower() == "bearer":
-                matched = key
-        if matched is None:
-            message = "missing bearer key" if not header else "invalid API key"
-            return _error(401, message, "invalid_api_key", {"www-authenticate": "Bearer"})
-        request.state.key_id = _key_id(matched)  # scope["state"]: the handlers' `http.state`
-        quota = _SECURITY["quota"]
-        if quota is not None:
-            retry_after = await quota.admit.remote(request.state.key_id)
-            if retry_after > 0:
-                return _error(429, "this key is over its request-rate or spend cap", "key_quota_exceeded",
-                              {"retry-after": str(max(1, int(retry_after + 0.999)))})
-    return None
-
-
-class _Guard:
-    """Body size, bearer keys and per-key caps, checked before routing.
-
-    A plain ASGI middleware rather than `@api.middleware("http")`: Starlette's BaseHTTPMiddleware
-    runs every request through an extra task group and memory streams, which py-spy put at about
-    a fifth of the gateway replica's busy time under bench/serve.py.
-    """
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            refusal = await _refusal(scope)
-            if refusal is not None:
-                if scope.get("path", "").endswith("/v1/messages"):
-                    refusal = anthropic_shaped(refusal)
-                await refusal(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
-api.add_middleware(_Guard)
-
-
-@ray.remote(num_cpus=0, max_concurrency=1000)
-class KeyQuota:
-    """Per-key request rate and spend caps, one actor for all gateway replicas (exact caps)."""
-
-    def __init__(self, requests_per_minute: float | None, spend_per_hour: float | None):
-        self.rpm = requests_per_minute
-        self.spend_per_hour = spend_per_hour
-        self._buckets: dict[str, TokenBucket] = {}
-        self._spend: dict[str, list[tuple[float, float]]] = {}
-
-    def admit(self, key_id: str) -> float:
-        now = time.monotonic()
-        if self.spend_per_hour is not None:
-            window = [(t, c) for t, c in self._spend.get(key_id, []) if now - t < 3600]
-            self._spend[key_id] = window
-            if sum(c for _, c in window) >= self.spend_per_hour:
-                return 3600 - (now - window[0][0])
-        if self.rpm is not None:
-            bucket = self._buckets.get(key_id)
-            if bucket is None:
-                bucket = self._buckets[key_id] = TokenBucket(self.rpm / 60.0, max(1.0, self.rpm / 60.0), now)
-            if not bucket.try_take(1, now):
-                return bucket.time_until(1, now)
-        return 0.0
-
-    def spend(self, key_id: str, cost: float) -> None:
-        if self.spend_per_hour is not None and cost > 0:
-            self._spend.setdefault(key_id, []).append((time.monotonic(), cost))
-
-
-_ADHOC = "adhoc:request"
+api.add_middleware(Guard)
 
 
 def _sse(data: Any) -> bytes:
@@ -255,18 +92,16 @@ def models_body(config: Config) -> dict[str, Any]:
     return {"object": "list", "data": data}
 
 
-def open_gateway_refusal(config: Config, keys: tuple[str, ...]) -> str | None:
-    """Why this gateway must not serve without keys, or None when it may: keys are set, every
-    provider is simulated (a local trial spends nothing), or the config says so on purpose."""
-    settings = config.serve
-    real = [f"{p.name} ({p.kind})" for p in config.providers if p.kind != "simulated"]
-    if keys or not real or settings.allow_unauthenticated:
-        return None
-    how = (f"set {settings.api_keys_env}=key1,key2 in the environment of the nodes that run the gateway"
-           if settings.api_keys_env else "set serve.api_keys_env to a variable holding bearer keys, and set it")
-    return (f"refusing to serve without gateway keys: the config has real providers ({', '.join(real)}), and "
-            f"anyone who reaches the gateway could spend their keys. To require bearer keys, {how}; to serve open "
-            "on purpose, set serve.allow_unauthenticated: true in the config.")
+def _pattern_endpoint(name: str, body_model: type[PatternBody]):
+    """`POST /v1/patterns/NAME`, as a method of the Gateway (Serve binds routes by qualname)."""
+
+    async def endpoint(self, body, http: Request):
+        return await self._pattern(body, http)
+
+    endpoint.__annotations__ = {"body": body_model, "http": Request}
+    endpoint.__name__ = f"pattern_{name}"
+    endpoint.__qualname__ = f"Gateway.pattern_{name}"
+    return api.post(f"/v1/patterns/{name}", summary=body_model.__doc__.splitlines()[0])(endpoint)
 
 
 @serve.deployment(name="Gateway")
@@ -280,19 +115,13 @@ class Gateway:
         for name in self.config.model_names():
             self.models.get(name)  # every actor found now, not on the event loop later
         self.providers = {p.name: self.models.get(p.name) for p in self.config.providers}
-        serve_config = self.config.serve
-        keys_env = serve_config.api_keys_env
-        keys = tuple(k.strip() for k in os.environ.get(keys_env, "").split(",") if k.strip()) if keys_env else ()
+        settings = self.config.serve
+        keys = gateway_keys(settings.api_keys_env)
         refusal = open_gateway_refusal(self.config, keys)
         if refusal is not None:
             raise ConfigError(refusal)
-        quota = None
-        if keys and (serve_config.requests_per_minute_per_key or serve_config.spend_per_hour_per_key):
-            caps = f"{serve_config.requests_per_minute_per_key}-{serve_config.spend_per_hour_per_key}"
-            quota = KeyQuota.options(name=f"orchestray-key-quota-{caps}", namespace="orchestray", get_if_exists=True,
-                                     lifetime="detached").remote(serve_config.requests_per_minute_per_key,
-                                                                 serve_config.spend_per_hour_per_key)
-        _security().update(keys=keys, max_body_bytes=serve_config.max_body_bytes, quota=quota)
+        quota = key_quota(settings.requests_per_minute_per_key, settings.spend_per_hour_per_key) if keys else None
+        secure(keys, settings.max_body_bytes, quota)
 
     # Health
 
@@ -343,10 +172,7 @@ class Gateway:
 
     @staticmethod
     def _spend(completion: Completion, http: Request) -> None:
-        key_id = getattr(http.state, "key_id", None)
-        quota = _security()["quota"]
-        if quota is not None and key_id is not None:
-            quota.spend.remote(key_id, completion.cost)
+        record_spend(http, completion.cost)
 
     def _answer(self, completion: Completion, request_id: str, model: str, http: Request) -> JSONResponse:
         self._spend(completion, http)
@@ -396,8 +222,8 @@ class Gateway:
             self._spend(completion, http)
         except (OrchestrayError, StopAsyncIteration) as err:
             # Headers are gone; the error travels as an event, as OpenAI's streams do.
-            cause = err if isinstance(err, OrchestrayError) else ProviderUnavailableError("the stream ended early")
-            yield _sse(openai_error(_status_of(cause), str(cause), error_code(cause), getattr(cause, "param", None)))
+            e = http_error(err)
+            yield _sse(openai_error(e.status, e.message, e.code, e.param))
         yield _sse(b"[DONE]")
 
     # Anthropic messages
@@ -405,11 +231,11 @@ class Gateway:
     @api.post("/v1/messages", summary="Anthropic-compatible messages (JSON or SSE); model is a provider or a route")
     async def messages(self, http: Request):
         return await messages_response(http, self.config.has_model, self.config.model_names, self._complete,
-                                       self._chunks, self._spend, _status_of)
+                                       self._chunks, self._spend)
 
     # Ad-hoc patterns
 
-    async def _pattern(self, body, http: Request) -> JSONResponse:
+    async def _pattern(self, body: PatternBody, http: Request) -> JSONResponse:
         request_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         try:
             chat = ChatCompletionBody.model_validate(body.chat_body())
@@ -417,34 +243,14 @@ class Gateway:
             raise RequestError(validation_message(err) if hasattr(err, "errors") else str(err)) from None
         request = chat.to_request(request_id)
         route = body.route()
-        for name in route["providers"] + ([route["judge"]] if route.get("judge") else []):
-            if not self.config.has_model(name):
-                raise UnknownModelError(name, self.config.model_names())
         # Validated as a route of the config would be, then run once in this replica.
-        data = self.config.model_dump(mode="json")
-        data["routes"] = {**data["routes"], _ADHOC: route}
-        try:
-            coordinator = build_coordinator(_ADHOC, parse_config(data, "request"), self.models.get)
-        except ConfigError as err:
-            raise RequestError(str(err).replace(f"request: routes.{_ADHOC}.", "")) from None
-        completion = await coordinator.complete(request)
+        completion = await self.models.adhoc(route).complete(request)
         return self._answer(completion, request_id, f"pattern:{route['pattern']}", http)
 
-    @api.post("/v1/patterns/race", summary="Race providers: first success wins, optionally hedged")
-    async def race(self, body: RaceBody, http: Request):
-        return await self._pattern(body, http)
-
-    @api.post("/v1/patterns/ensemble", summary="Parallel calls and a vote")
-    async def ensemble(self, body: EnsembleBody, http: Request):
-        return await self._pattern(body, http)
-
-    @api.post("/v1/patterns/cascade", summary="Cheap first, escalate on low confidence")
-    async def cascade(self, body: CascadeBody, http: Request):
-        return await self._pattern(body, http)
-
-    @api.post("/v1/patterns/tree_of_thought", summary="Tree-of-thought beam search (Game of 24)")
-    async def tree_of_thought(self, body: TreeOfThoughtBody, http: Request):
-        return await self._pattern(body, http)
+    # One endpoint per row of the pattern table, each with its typed body (in /docs).
+    for _name, _body in PATTERN_BODIES.items():
+        vars()[f"pattern_{_name}"] = _pattern_endpoint(_name, _body)
+    del _name, _body
 
 
 def build_app(args: dict[str, str] | None = None):

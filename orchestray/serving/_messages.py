@@ -14,8 +14,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray.exceptions import RayTaskError
 
 from orchestray.anthropic_format import StreamEncoder, error_body, message_body, new_message_id, parse_messages_body
-from orchestray.errors import OrchestrayError, ProviderUnavailableError, RequestError, UnknownModelError
+from orchestray.errors import OrchestrayError, RequestError, UnknownModelError
 from orchestray.messages import ChatRequest, Chunk, Completion
+from orchestray.serving._errors import http_error
 
 __all__ = ["messages_response", "anthropic_shaped"]
 
@@ -28,19 +29,9 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse(error_body(status, message), status_code=status, headers=headers)
 
 
-def _cause(err: BaseException) -> OrchestrayError:
-    """The orchestray error behind a failure (a coordinator's comes wrapped by Ray)."""
-    cause = getattr(err, "cause", err) if isinstance(err, RayTaskError) else err
-    return cause if isinstance(cause, OrchestrayError) else ProviderUnavailableError("coordinator failed")
-
-
-def _answer_error(err: OrchestrayError, status_of: Callable[[BaseException], int]) -> JSONResponse:
-    status = status_of(err)
-    headers = None
-    retry_after = getattr(err, "retry_after", None)
-    if status in (429, 503) and retry_after:
-        headers = {"retry-after": str(max(1, int(retry_after + 0.999)))}
-    return _error(status, str(err), headers)
+def _answer_error(err: BaseException) -> JSONResponse:
+    e = http_error(err)
+    return _error(e.status, e.message, e.headers)
 
 
 async def messages_response(
@@ -50,7 +41,6 @@ async def messages_response(
     complete: Complete,
     chunks: Chunks,
     spend: Spend,
-    status_of: Callable[[BaseException], int],
 ) -> Response:
     """Answer one `POST /v1/messages`: a message, or its stream of server-sent events."""
     message_id = new_message_id()
@@ -63,11 +53,11 @@ async def messages_response(
         if not has_model(request.model):
             raise UnknownModelError(request.model, model_names())
         if stream:
-            return StreamingResponse(_events(request, message_id, chunks, spend, status_of, http),
+            return StreamingResponse(_events(request, message_id, chunks, spend, http),
                                      media_type="text/event-stream", headers={"cache-control": "no-cache"})
         completion = await complete(request)
     except (OrchestrayError, RayTaskError) as err:
-        return _answer_error(_cause(err), status_of)
+        return _answer_error(err)
     spend(completion, http)
     return JSONResponse(message_body(completion, message_id, request.model),
                         headers={"x-orchestray-cost": f"{completion.cost:.10f}",
@@ -76,7 +66,7 @@ async def messages_response(
 
 async def _events(
     request: ChatRequest, message_id: str, chunks: Chunks, spend: Spend,
-    status_of: Callable[[BaseException], int], http: Request,
+    http: Request,
 ) -> AsyncIterator[bytes]:
     encoder = StreamEncoder(message_id, request.model)
     yield encoder.start()
@@ -89,8 +79,8 @@ async def _events(
             yield encoder.piece(chunk)
     except (OrchestrayError, RayTaskError) as err:
         # The status line is gone; the error travels as an `error` event, as Anthropic's do.
-        cause = _cause(err)
-        yield encoder.error(status_of(cause), str(cause))
+        e = http_error(err)
+        yield encoder.error(e.status, e.message)
 
 
 def anthropic_shaped(refusal: JSONResponse) -> JSONResponse:

@@ -127,8 +127,7 @@ def test_faults_and_an_overstated_limit_at_the_emulator_are_absorbed(ray_session
     assert stats["faults"] > 0 and stats["rate_limited"] <= 20
     assert result.failed == 0 and result.succeeded == n
     assert_one_record_per_line(out, n)
-    summary = json.loads((tmp_path / "out.summary.json").read_text())
-    assert summary["by_provider"][name]["rate_limited"] == stats["rate_limited"]
+    assert result.as_dict()["by_provider"][name]["rate_limited"] == stats["rate_limited"]
     kill_providers(ray_session, config)
 
 

@@ -203,3 +203,24 @@ def test_lines_with_tools_schemas_n_logprobs_and_images_are_answered_in_full(tmp
     assert sent["schema"].response_format.schema == schema
     assert (sent["n"].n, sent["n"].top_logprobs, sent["n"].presence_penalty) == (3, 1, 0.5)
     assert sent["image"].messages[0].images()[0].url.startswith("data:image/png")
+
+
+def test_the_batch_command_prints_the_summary_and_writes_it_beside_the_output(tmp_path, monkeypatch, capsys):
+    import orchestray.actors.batch as driver
+    from orchestray.cli import main
+
+    models = {name: FakeModel(name) for name in MODELS}
+
+    def fake_job(input_path, output_path, config, options, address=None, workers=None):
+        return asyncio.run(run_batch(input_path, output_path, models.__getitem__, models.__contains__, options))
+
+    monkeypatch.setattr(driver, "run_batch_job", fake_job)
+    source = tmp_path / "in.jsonl"
+    source.write_text(line("a") + "\n" + line("b", model="nope") + "\n")
+    code = main(["batch", str(source), "-o", str(tmp_path / "out.jsonl"), "-q"])
+    printed = capsys.readouterr().out
+    assert code == 3  # a line failed
+    assert "model good" in printed and "2 lines: 1 answered, 0 failed, 1 invalid" in printed
+    assert f"summary written to {tmp_path / 'out.summary.json'}" in printed
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert summary["lines"] == 2 and summary["by_model"]["good"]["succeeded"] == 1

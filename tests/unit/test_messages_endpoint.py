@@ -28,8 +28,7 @@ def client():
     @app.post("/v1/messages")
     async def messages(http: Request):
         return await messages_response(http, lambda m: m == "sim", lambda: ["sim"], provider.complete,
-                                       provider.stream, lambda c, h: spent.append(c.cost),
-                                       lambda err: 404 if isinstance(err, UnknownModelError) else 400)
+                                       provider.stream, lambda c, h: spent.append(c.cost))
 
     with TestClient(app, base_url="http://gateway") as http:
         yield anthropic.Anthropic(base_url="http://gateway", api_key="k", http_client=http, max_retries=0)
