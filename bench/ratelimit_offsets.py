@@ -59,9 +59,11 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, int(q * len(ordered))))] if ordered else float("nan")
 
 
-async def run_limiter(base_url: str, n: int, rpm: int, concurrency: int, handed: list[float]) -> list[float]:
+async def run_limiter(base_url: str, n: int, rpm: int, concurrency: int, handed: list[float], written: list[float]) -> list[float]:
     """The provider's stamps (admitted); `handed` gets when the SDK handed each request to its
-    HTTP client (the httpx request hook: after the SDK's own work, before the transport's)."""
+    HTTP client (the httpx request hook: after the SDK's own work, before the transport's), and
+    `written` when aiohttp wrote its headers to the socket (its `on_request_headers_sent` trace,
+    on a session of the same kind the SDK's transport makes, given to that transport)."""
     config = ProviderConfig(name=f"offsets-{uuid.uuid4().hex[:6]}", kind="openai", model=MODEL, base_url=base_url, limits={"rpm": rpm})
     backend = make_backend(config, "bench")
 
@@ -69,6 +71,14 @@ async def run_limiter(base_url: str, n: int, rpm: int, concurrency: int, handed:
         handed.append(time.monotonic())
 
     backend._client._client.event_hooks = {"request": [hook], "response": []}
+
+    async def on_written(session, context, params) -> None:
+        written.append(time.monotonic())
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_headers_sent.append(on_written)
+    transport = backend._client._client._transport  # the SDK's vendored aiohttp transport
+    transport.client = lambda: aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100), trace_configs=[trace])
     provider = Provider(config, backend)
     stamps: list[float] = []
 
@@ -135,7 +145,7 @@ def split(stamps: list[float], later: list[float]) -> dict:
     return {q: round(quantile(ms, v), 2) for q, v in (("p50", 0.5), ("p99", 0.99), ("p999", 0.999))} | {"max": round(max(ms, default=0), 2)}
 
 
-def analyse(case: str, stamps: list[float], log: dict, limit: int, cpu: dict, handed: list[float]) -> dict:
+def analyse(case: str, stamps: list[float], log: dict, limit: int, cpu: dict, handed: list[float], written: list[float]) -> dict:
     rows = log["rows"]
     counted = sorted(r[1] for r in rows)
     admitted = [r[1] for r in rows if r[3]]
@@ -169,8 +179,9 @@ def analyse(case: str, stamps: list[float], log: dict, limit: int, cpu: dict, ha
         "emulator_overfull": sum(1 for i in range(limit, len(counted)) if counted[i] - counted[i - limit] < 1.0),
         "late_pairs": {f"{s:g}ms": round(sum(1 for d in pairs if d > s) / max(1, len(pairs)), 5) for s in SLACKS_MS},
         "cpu_s": cpu,
-        # The limiter's delay in two parts: admitted -> handed to the HTTP client -> the emulator's handler.
-        "split_ms": {"admitted_to_handed": split(stamps, handed), "handed_to_handler": split(handed, [r[0] for r in rows])} if handed else None,
+        # The limiter's delay in three parts: admitted -> handed to the HTTP client -> headers written -> the emulator's handler.
+        "split_ms": {"admitted_to_handed": split(stamps, handed), "handed_to_written": split(handed, written),
+                     "written_to_handler": split(written, [r[0] for r in rows])} if handed else None,  # fmt: skip
     }
 
 
@@ -196,8 +207,9 @@ def main(argv: list[str] | None = None) -> int:
             emulator.reset()
             before = (me.cpu_times(), server.cpu_times(), time.monotonic())
             handed: list[float] = []
+            written: list[float] = []
             if case == "limiter":
-                stamps = asyncio.run(run_limiter(emulator.openai_base_url, args.requests, args.rpm, args.concurrency, handed))
+                stamps = asyncio.run(run_limiter(emulator.openai_base_url, args.requests, args.rpm, args.concurrency, handed, written))
             else:
                 kind, fraction = case.split("-")
                 stamps = asyncio.run(run_schedule(emulator.openai_base_url, args.requests, limit * float(fraction), kind == "sdk"))
@@ -209,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                 "emulator": round((after[1].user + after[1].system) - (before[1].user + before[1].system), 2),
                 "load_1m": round(os.getloadavg()[0], 2),
             }
-            results.append(analyse(case, stamps, emulator.arrivals(), limit, cpu, handed))
+            results.append(analyse(case, stamps, emulator.arrivals(), limit, cpu, handed, written))
             print(f"  {case}: done in {wall:.1f}s", flush=True)
 
     rows = [("case", "429s", "over L by client/emu", "min L-gap ms", "steady %", "delay p50", "p99", "p99.9", "max ms", "emulator own p99/max", "late >5/10/20 ms %", "CPU client/emu s", "wall s", "load")]
@@ -225,9 +237,9 @@ def main(argv: list[str] | None = None) -> int:
           "(the 429s an ideal pacer at 99.5/99/98% would draw)")  # fmt: skip
     for r in results:
         if r["split_ms"]:
-            a, h = r["split_ms"]["admitted_to_handed"], r["split_ms"]["handed_to_handler"]
-            print(f"{r['case']}: admitted -> handed to the HTTP client p50/p99/p99.9/max {a['p50']}/{a['p99']}/{a['p999']}/{a['max']} ms; "
-                  f"handed -> emulator handler {h['p50']}/{h['p99']}/{h['p999']}/{h['max']} ms")  # fmt: skip
+            print(f"{r['case']}, its delay in parts, p50/p99/p99.9/max ms:")
+            for part, q in r["split_ms"].items():
+                print(f"  {part.replace('_', ' ')}: {q['p50']}/{q['p99']}/{q['p999']}/{q['max']}")
     write_report(args.output, {**run_header("ratelimit-offsets"), "load_average_before": list(load), "settings": vars(args) | {"output": str(args.output)}, "results": results})
     return 0
 
