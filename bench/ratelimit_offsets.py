@@ -192,11 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-c", "--concurrency", type=int, default=64)
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--latency-sigma", type=float, default=1.0)
+    parser.add_argument("--limit-mode", default="sliding", choices=("sliding", "fixed", "bucket"), help="the emulator's shape (default: %(default)s)")
     parser.add_argument("--cases", default="limiter,schedule-0.995,schedule-0.99,schedule-0.98,sdk-0.99")
     parser.add_argument("-o", "--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     limit = args.rpm // 60
-    options = EmulatorOptions(rpm=args.rpm, limit_mode="sliding", latency_ms=args.latency_ms, latency_sigma=args.latency_sigma, log_arrivals=True)
+    options = EmulatorOptions(rpm=args.rpm, limit_mode=args.limit_mode, latency_ms=args.latency_ms, latency_sigma=args.latency_sigma, log_arrivals=True)
     load = os.getloadavg()
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {os.cpu_count()} cores", flush=True)
     me = psutil.Process()
