@@ -29,10 +29,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
+import contextvars
 import os
 import sys
 import time
 import uuid
+from collections import deque
 from pathlib import Path
 
 import aiohttp
@@ -59,11 +62,31 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, int(q * len(ordered))))] if ordered else float("nan")
 
 
-async def run_limiter(base_url: str, n: int, rpm: int, concurrency: int, handed: list[float], written: list[float]) -> list[float]:
+_PERMIT: contextvars.ContextVar = contextvars.ContextVar("permit", default=None)
+
+
+def _move_entry(log, admitted_at: float, to: float) -> None:
+    """Move the window log's entry stamped `admitted_at` to `to` (kept in time order)."""
+    times, amounts = log._times, log._amounts
+    index = bisect.bisect_left(times, admitted_at)
+    if index < len(times) and times[index] == admitted_at:
+        amount = amounts[index]
+        del times[index], amounts[index]
+        where = bisect.bisect_right(times, to)
+        times.insert(where, to)
+        amounts.insert(where, amount)
+
+
+async def run_limiter(base_url: str, n: int, rpm: int, concurrency: int, handed: list[float], written: list[float],
+                      at_write: bool = False) -> list[float]:  # fmt: skip
     """The provider's stamps (admitted); `handed` gets when the SDK handed each request to its
     HTTP client (the httpx request hook: after the SDK's own work, before the transport's), and
     `written` when aiohttp wrote its headers to the socket (its `on_request_headers_sent` trace,
-    on a session of the same kind the SDK's transport makes, given to that transport)."""
+    on a session of the same kind the SDK's transport makes, given to that transport).
+
+    `at_write` (an experiment, not the product's code): when a call's headers are written later
+    than usual after its admission (usual: the 10th percentile of the last 200), its window-log
+    entry moves later by the difference, so the window holds the call 1 s after it went out."""
     config = ProviderConfig(name=f"offsets-{uuid.uuid4().hex[:6]}", kind="openai", model=MODEL, base_url=base_url, limits={"rpm": rpm})
     backend = make_backend(config, "bench")
 
@@ -72,8 +95,22 @@ async def run_limiter(base_url: str, n: int, rpm: int, concurrency: int, handed:
 
     backend._client._client.event_hooks = {"request": [hook], "response": []}
 
+    lateness: deque[float] = deque(maxlen=200)
+
     async def on_written(session, context, params) -> None:
-        written.append(time.monotonic())
+        now = time.monotonic()
+        written.append(now)
+        permit = _PERMIT.get()
+        if not at_write or permit is None:
+            return
+        late = now - permit.admitted_at
+        lateness.append(late)
+        usual = sorted(lateness)[len(lateness) // 10]
+        if late > usual:
+            limiter = provider.limiter
+            for quota in (limiter._requests, limiter._tokens):
+                _move_entry(quota.log, permit.admitted_at, permit.admitted_at + late - usual)
+            permit.admitted_at += late - usual
 
     trace = aiohttp.TraceConfig()
     trace.on_request_headers_sent.append(on_written)
@@ -87,7 +124,9 @@ async def run_limiter(base_url: str, n: int, rpm: int, concurrency: int, handed:
 
         def admit(self, tokens, now, waiting_since=None):
             stamps.append(now)
-            return super().admit(tokens, now, waiting_since)
+            permit = super().admit(tokens, now, waiting_since)
+            _PERMIT.set(permit)  # the calling task's context: the trace above runs in it
+            return permit
 
     provider.limiter.__class__ = Recording
     gate = asyncio.Semaphore(concurrency)
@@ -209,8 +248,9 @@ def main(argv: list[str] | None = None) -> int:
             before = (me.cpu_times(), server.cpu_times(), time.monotonic())
             handed: list[float] = []
             written: list[float] = []
-            if case == "limiter":
-                stamps = asyncio.run(run_limiter(emulator.openai_base_url, args.requests, args.rpm, args.concurrency, handed, written))
+            if case in ("limiter", "limiter-at-write"):
+                stamps = asyncio.run(run_limiter(emulator.openai_base_url, args.requests, args.rpm, args.concurrency, handed, written,
+                                                 at_write=case == "limiter-at-write"))  # fmt: skip
             else:
                 kind, fraction = case.split("-")
                 stamps = asyncio.run(run_schedule(emulator.openai_base_url, args.requests, limit * float(fraction), kind == "sdk"))
