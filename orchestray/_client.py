@@ -215,6 +215,7 @@ class AsyncClient:
         model: str | None = None,
         max_in_flight: int | None = None,
         retry_errors: bool = False,
+        provider_batch: bool = False,
     ) -> AsyncIterator[OutputRecord]:
         """Run many requests; yield each one's record (OpenAI Batch output) as it finishes.
 
@@ -223,7 +224,9 @@ class AsyncClient:
         numbered from 0 as their custom_id when they have none. With `output` the records are
         also written there, and a second run resumes (yielding only the lines it answers).
         `model` sends every request to that provider or route. The batch command's engine:
-        bounded in flight, one record per request, a bad one included.
+        bounded in flight, one record per request, a bad one included. `provider_batch=True`
+        sends the calls to openai- and anthropic-kind providers through their batch APIs, at
+        their batch price, patterns as rounds (`orchestray.provider_batch`).
         """
         registry = await self._models()
         options = BatchOptions(
@@ -240,9 +243,18 @@ class AsyncClient:
                 await asyncio.to_thread(write_request_lines, requests, source)
             target = Path(output) if output is not None else Path(scratch) / "output.jsonl"
             finished: asyncio.Queue = asyncio.Queue()
-            job = asyncio.ensure_future(
-                run_batch(source, target, registry.get, registry.knows, options, on_record=finished.put_nowait)
-            )
+            if provider_batch:
+                from orchestray.provider_batch import ProviderBatchOptions, run_provider_batch
+
+                async def live() -> Registry:
+                    return registry
+
+                batch_options = ProviderBatchOptions(route=model, retry_errors=retry_errors, progress=progress)
+                running = run_provider_batch(source, target, self.config, live, batch_options,
+                                             on_record=finished.put_nowait)
+            else:
+                running = run_batch(source, target, registry.get, registry.knows, options, on_record=finished.put_nowait)
+            job = asyncio.ensure_future(running)
             job.add_done_callback(lambda _: finished.put_nowait(None))
             try:
                 while (record := await finished.get()) is not None:

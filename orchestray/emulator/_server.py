@@ -14,6 +14,7 @@ from aiohttp import web
 
 from orchestray.simulated import DEFAULT_PROFILES, SimAnswer, SimProfile, SimulatedModel
 
+from ._batches import BatchDesk
 from ._options import EmulatorOptions
 from ._quota import Quotas
 from ._sampling import deprecated_sampling
@@ -114,6 +115,12 @@ class _ConfigChange(msgspec.Struct, forbid_unknown_fields=True):
     hang_s: float | msgspec.UnsetType = msgspec.UNSET
     seed: int | msgspec.UnsetType = msgspec.UNSET
     reject_sampling: tuple[str, ...] | msgspec.UnsetType = msgspec.UNSET
+    batch_turnaround_s: float | msgspec.UnsetType = msgspec.UNSET
+    batch_expire_rate: float | msgspec.UnsetType = msgspec.UNSET
+    batch_error_rate: float | msgspec.UnsetType = msgspec.UNSET
+    batch_max_requests: int | None | msgspec.UnsetType = msgspec.UNSET
+    batch_max_bytes: int | None | msgspec.UnsetType = msgspec.UNSET
+    batch_queue_requests: int | None | msgspec.UnsetType = msgspec.UNSET
 
 
 _decode_config = msgspec.json.Decoder(_ConfigChange).decode
@@ -137,6 +144,7 @@ class Emulator:
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.base_url = ""
+        self.batches = BatchDesk(self)  # the batch APIs: their own counts, never the live limits
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -149,7 +157,7 @@ class Emulator:
         return self.base_url
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app = web.Application(client_max_size=300 * 1024 * 1024)  # batch uploads reach 256 MB
         chat_openai = self._handler(OPENAI)
         chat_anthropic = self._handler(ANTHROPIC)
         app.router.add_post("/v1/chat/completions", chat_openai)
@@ -161,6 +169,7 @@ class Emulator:
         app.router.add_get("/stats", self._get_stats)
         app.router.add_post("/reset", self._post_reset)
         app.router.add_post("/config", self._post_config)
+        self.batches.add_routes(app)
         return app
 
     async def start(self) -> str:
@@ -199,11 +208,12 @@ class Emulator:
     # --- control --------------------------------------------------------------------------------
 
     def stats(self) -> dict:
-        return self._stats.as_dict(self._in_flight)
+        return {**self._stats.as_dict(self._in_flight), "batches": self.batches.stats()}
 
     def reset(self) -> None:
         """Zero the counters and refill every rate-limit bucket."""
         self._stats = _Stats(self._in_flight)
+        self.batches.reset()
         self._quotas = Quotas(self.options.rpm, self.options.tpm, self.options.limit_mode)
 
     def configure(self, **changes) -> EmulatorOptions:
