@@ -27,6 +27,7 @@ PRICE = {"input_per_1k": 0.001, "output_per_1k": 0.002}
 
 
 def _config(emu, **batch) -> dict:
+    batch.setdefault("poll_s", 0.05)
     os.environ["ORCHESTRAY_TEST_KEY"] = "test-key"
     providers = [
         {"name": "gpt-mini", "kind": "openai", "model": "sim-small", "base_url": emu.openai_base_url,
@@ -158,3 +159,23 @@ def test_sigkilled_after_submitting_then_rerun_pays_once(tmp_path):
     records = _records(output)
     assert sorted(r["custom_id"] for r in records) == sorted(f"q{i}" for i in range(300))
     assert all(r["error"] is None for r in records)
+
+
+async def test_race_lines_run_live_apart_and_a_pipeline_takes_a_round_per_step(tmp_path):
+    source = tmp_path / "in.jsonl"
+    async with Emulator(EmulatorOptions(batch_turnaround_s=0.1)) as emu:
+        data = _config(emu)
+        data["providers"].append({"name": "sim-small", "kind": "simulated", "simulated": {"latency_ms": 1}})
+        data["routes"]["fast"] = {"pattern": "race", "providers": ["gpt-mini", "claude"]}
+        data["routes"]["steps"] = {"pattern": "pipeline", "steps": [
+            {"name": "draft", "model": "gpt-mini", "prompt": "{input}"},
+            {"name": "check", "model": "claude", "prompt": "Check this answer: {steps.draft.output}"},
+        ]}
+        _write_input(source, 12, ["fast", "steps", "sim-small"])
+        async with AsyncClient(data, runtime=LocalRuntime()) as client:
+            records = [r async for r in client.batch(source, tmp_path / "out.jsonl", provider_batch=True)]
+        stats = emu.stats()
+    assert len(records) == 12 and all(r.error is None for r in records)
+    assert 4 <= stats["requests"] <= 4 * 2  # the race lines only, live (a loser may be stopped before it is sent)
+    assert stats["batches"]["requests"] == 4 * 2  # each pipeline line: one request per step
+    assert stats["batches"]["by_api"] == {"openai": {"batches": 1, "requests": 4}, "anthropic": {"batches": 1, "requests": 4}}
