@@ -154,6 +154,12 @@ def test_sigkilled_after_submitting_then_rerun_pays_once(tmp_path):
         out, err = second.communicate(timeout=120)
         assert second.returncode == 0, err.decode()
         stats = emu.stats()
+        listing = subprocess.run(
+            [sys.executable, "-m", "orchestray.cli", "provider-batches", str(output), "--config", str(config_path)],
+            capture_output=True, text=True, env={**os.environ, "ORCHESTRAY_TEST_KEY": "test-key"}, timeout=60)
+    assert listing.returncode == 0, listing.stderr
+    rows = listing.stdout.splitlines()[1:]
+    assert len(rows) == 2 and {row.split()[4] for row in rows} == {"completed", "ended"}  # one batch a provider
     assert stats["requests"] == 0
     assert stats["batches"]["requests"] == 300 and stats["batches"]["paid_twice"] == 0  # none submitted twice
     records = _records(output)
