@@ -219,6 +219,7 @@ class AsyncClient:
         model: str | None = None,
         max_in_flight: int | None = None,
         retry_errors: bool = False,
+        max_cost: float | None = None,
         provider_batch: bool = False,
     ) -> AsyncIterator[OutputRecord]:
         """Run many requests; yield each one's record (OpenAI Batch output) as it finishes.
@@ -228,16 +229,22 @@ class AsyncClient:
         numbered from 0 as their custom_id when they have none. With `output` the records are
         also written there, and a second run resumes (yielding only the lines it answers).
         `model` sends every request to that provider or route. The batch command's engine:
-        bounded in flight, one record per request, a bad one included. `provider_batch=True`
-        sends the calls to openai- and anthropic-kind providers through their batch APIs, at
-        their batch price, patterns as rounds (`orchestray.provider_batch`).
+        bounded in flight, one record per request, a bad one included. `max_cost` (US dollars)
+        stops starting requests once this run has spent it; those left yield nothing and are
+        answered by a rerun on the same `output`. `provider_batch=True` sends the calls to
+        openai- and anthropic-kind providers through their batch APIs, at their batch price,
+        patterns as rounds (`orchestray.provider_batch`); `max_cost` is refused with it, since
+        a batch's price is spent when it is submitted, not call by call.
         """
+        if provider_batch and max_cost is not None:
+            raise ValueError("max_cost= does not apply with provider_batch=True: a provider batch is paid as a whole")
         registry = await self._models()
         options = BatchOptions(
             route=model,
             retry_errors=retry_errors,
             max_in_flight=max_in_flight or self.config.batch.max_in_flight,
             progress=progress,
+            max_cost=max_cost,
         )
         with tempfile.TemporaryDirectory(prefix="orchestray-batch-") as scratch:
             if isinstance(requests, (str, os.PathLike)):

@@ -7,6 +7,7 @@ import asyncio
 import os
 
 from orchestray.config import Config
+from orchestray.errors import RequestError
 from orchestray.output_lock import OutputLock
 from orchestray.provider_batch._driver import (
     ProviderBatchOptions,
@@ -23,6 +24,8 @@ __all__ = ["run_job", "add_batches_command"]
 def run_job(args: argparse.Namespace, config: Config) -> ProviderBatchResult:
     """`orchestray batch IN -o OUT --provider-batch`: live calls (race routes, simulated
     providers) go to the cluster's shared provider actors, joined only if a line needs one."""
+    if getattr(args, "max_cost", None) is not None:
+        raise RequestError("--max-cost does not apply with --provider-batch: a provider batch is paid as a whole")
     options = ProviderBatchOptions(route=args.route, retry_errors=args.retry_errors, progress=not args.quiet,
                                    poll_s=args.poll_s)
 
