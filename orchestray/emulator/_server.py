@@ -14,6 +14,7 @@ from aiohttp import web
 
 from orchestray.simulated import DEFAULT_PROFILES, SimAnswer, SimProfile, SimulatedModel
 
+from ._batches import BatchDesk
 from ._options import EmulatorOptions
 from ._keys import ArrivalLog, KeyedQuotas, key_of
 from ._quota import Quotas
@@ -117,6 +118,12 @@ class _ConfigChange(msgspec.Struct, forbid_unknown_fields=True):
     reject_sampling: tuple[str, ...] | msgspec.UnsetType = msgspec.UNSET
     key_rpm: tuple[tuple[str, int], ...] | msgspec.UnsetType = msgspec.UNSET
     log_arrivals: bool | msgspec.UnsetType = msgspec.UNSET
+    batch_turnaround_s: float | msgspec.UnsetType = msgspec.UNSET
+    batch_expire_rate: float | msgspec.UnsetType = msgspec.UNSET
+    batch_error_rate: float | msgspec.UnsetType = msgspec.UNSET
+    batch_max_requests: int | None | msgspec.UnsetType = msgspec.UNSET
+    batch_max_bytes: int | None | msgspec.UnsetType = msgspec.UNSET
+    batch_queue_requests: int | None | msgspec.UnsetType = msgspec.UNSET
 
 
 _decode_config = msgspec.json.Decoder(_ConfigChange).decode
@@ -141,6 +148,7 @@ class Emulator:
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.base_url = ""
+        self.batches = BatchDesk(self)  # the batch APIs: their own counts, never the live limits
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -153,7 +161,7 @@ class Emulator:
         return self.base_url
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app = web.Application(client_max_size=300 * 1024 * 1024)  # batch uploads reach 256 MB
         chat_openai = self._handler(OPENAI)
         chat_anthropic = self._handler(ANTHROPIC)
         app.router.add_post("/v1/chat/completions", chat_openai)
@@ -166,6 +174,7 @@ class Emulator:
         app.router.add_get("/arrivals", self._get_arrivals)
         app.router.add_post("/reset", self._post_reset)
         app.router.add_post("/config", self._post_config)
+        self.batches.add_routes(app)
         return app
 
     async def start(self) -> str:
@@ -204,11 +213,12 @@ class Emulator:
     # --- control --------------------------------------------------------------------------------
 
     def stats(self) -> dict:
-        return self._stats.as_dict(self._in_flight)
+        return {**self._stats.as_dict(self._in_flight), "batches": self.batches.stats()}
 
     def reset(self) -> None:
         """Zero the counters and refill every rate-limit bucket."""
         self._stats = _Stats(self._in_flight)
+        self.batches.reset()
         self._quotas = self._new_quotas(self.options)
         self._arrivals = ArrivalLog()
 
