@@ -20,6 +20,9 @@ from orchestray.patterns import PATTERNS, FieldError as _FieldError, Route, Stri
 from orchestray.policies.ratelimit import Limits
 from orchestray.cache import CacheConfig, CachePolicy, store_from_cache
 from orchestray.store import StoreConfig
+from orchestray.budgets import SpendCap
+from orchestray.guardrails import GuardrailsConfig
+from orchestray.telemetry import TelemetryConfig
 
 __all__ = [
     "Config",
@@ -201,6 +204,9 @@ class Config(_Strict):
     batch: BatchConfig = BatchConfig()
     store: StoreConfig = StoreConfig()  # the cluster-wide key-value store (orchestray.store)
     cache: CacheConfig | None = None  # the response cache (orchestray.cache); no section, no cache
+    guardrails: GuardrailsConfig = GuardrailsConfig()  # orchestray.guardrails
+    spend_caps: dict[str, SpendCap] = {}  # provider or route name -> per_hour / per_day (orchestray.budgets)
+    telemetry: TelemetryConfig | None = None  # OTLP export (orchestray.telemetry); no section, no export
 
     @model_validator(mode="before")
     @classmethod
@@ -267,6 +273,12 @@ class Config(_Strict):
                                       f"needs the price of {rule.to!r}, and a route has none: send to a provider")
         for route_name in self.routes:
             self._check_cycle(route_name, [])
+        extra = self.guardrails.references() + [(f"spend_caps.{n}", n) for n in self.spend_caps]
+        for field, target in extra:
+            if target not in seen and target not in self.routes:
+                raise _FieldError(field, f"{target!r} names no provider or route (providers: {', '.join(names)})")
+        for field, missing in self.guardrails.unknown_sets():
+            raise _FieldError(field, f"{missing!r} names no guardrail set (sets: {', '.join(self.guardrails.sets) or 'none'})")
         return self
 
     def _check_cycle(self, name: str, path: list[str]) -> None:

@@ -21,7 +21,7 @@ from orchestray.config import parse_config
 from orchestray.emulator import EmulatorOptions, run_in_thread
 from orchestray.serving import app_for
 from orchestray.simulated import arithmetic_questions
-from redis_server import redis_server
+from orchestray.testing import redis_server
 
 pytestmark = pytest.mark.integration
 
