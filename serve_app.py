@@ -9,6 +9,10 @@ import os
 # RAY_SERVE_ENABLE_HA_PROXY=0 keeps the Python proxy. A cluster started elsewhere takes it from
 # its nodes' environment (cluster.yaml and k8s/rayservice.yaml set it).
 os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
+# A request whose replica died before answering (its node lost, the process killed) is sent again
+# to another replica, instead of HAProxy closing the client's connection: Ray's default retries
+# only connections that never opened. See README "When a replica is lost".
+os.environ.setdefault("RAY_SERVE_HAPROXY_RETRY_ON", "conn-failure empty-response")
 
 from orchestray.serving import build_app  # noqa: E402  (after the setting, which Ray reads on import)
 

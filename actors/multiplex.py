@@ -33,7 +33,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError,
 from orchestray.errors import OrchestrayError, ProviderUnavailableError
 from orchestray.messages import ChatRequest, Completion
 
-__all__ = ["Multiplexed", "Channel", "ACTOR_GONE", "RESTART_WINDOW_S", "unwrap"]
+__all__ = ["Multiplexed", "Channel", "ACTOR_GONE", "RESTART_WINDOW_S", "LOST_RETRY_AFTER_S", "unwrap"]
 
 ACTOR_GONE = (ActorDiedError, ActorUnavailableError, RayActorError)
 # A crashed actor restarts by itself, but an actor on a lost node restarts only once Ray has
@@ -44,6 +44,9 @@ ACTOR_GONE = (ActorDiedError, ActorUnavailableError, RayActorError)
 RESTART_WINDOW_S = float(os.environ.get("ORCHESTRAY_RESTART_WINDOW_S", "60"))
 # Waits between tries grow from the first to the last, so a restart is noticed soon after it ends.
 RESTART_WAIT_S = (0.25, 2.0)
+# What a call that outlasted the window tells its caller (a gateway's 503 `retry-after`): Ray may
+# still be bringing the actor back, so try again soon, not at once.
+LOST_RETRY_AFTER_S = 5.0
 
 
 def restart_wait_s(tries: int) -> float:
@@ -392,4 +395,5 @@ class Channel:
 
     def _unavailable(self, err: BaseException | None) -> ProviderUnavailableError:
         why = type(err).__name__ if err is not None else "it restarted"
-        return ProviderUnavailableError(f"provider actor is not answering ({why})", provider=self.name)
+        return ProviderUnavailableError(f"provider actor is not answering ({why})", provider=self.name,
+                                        retry_after=LOST_RETRY_AFTER_S)

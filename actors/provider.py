@@ -19,7 +19,7 @@ from orchestray.errors import ProviderUnavailableError
 from orchestray.messages import ChatRequest, Chunk, Completion
 from orchestray.provider import Provider, ProviderStats
 
-from orchestray.actors.multiplex import ACTOR_GONE, Channel, Multiplexed, unwrap
+from orchestray.actors.multiplex import ACTOR_GONE, LOST_RETRY_AFTER_S, Channel, Multiplexed, unwrap
 
 __all__ = ["ProviderActor", "ModelHandle", "ProviderHandle", "Secret", "NAMESPACE", "provider_handle"]
 
@@ -136,7 +136,8 @@ class ModelHandle:
             raise unwrap(err) from None
         except ACTOR_GONE as err:
             raise ProviderUnavailableError(
-                f"provider actor stopped mid-stream ({type(err).__name__})", provider=self.name
+                f"provider actor stopped mid-stream ({type(err).__name__})", provider=self.name,
+                retry_after=LOST_RETRY_AFTER_S,
             ) from None
         except (asyncio.CancelledError, GeneratorExit):
             ray.cancel(refs)

@@ -184,6 +184,10 @@ class AllFailedError(OrchestrayError):
         listed = "; ".join(f"{type(c).__name__}: {c}" for c in causes) or "no branch ran"
         super().__init__(f"{what}: all failed ({listed})")
         self.causes = list(causes)
+        # When every branch said when to come back (rate limited, unavailable, cooling down),
+        # the soonest of those: the whole is worth a try again then.
+        waits = [getattr(c, "retry_after", None) for c in self.causes]
+        self.retry_after = min(waits) if waits and all(w is not None for w in waits) else None
 
 
 class OutputInUseError(OrchestrayError):

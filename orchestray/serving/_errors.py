@@ -16,6 +16,7 @@ from ray.exceptions import RayTaskError
 
 from orchestray.actors.multiplex import unwrap
 from orchestray.errors import (
+    AllFailedError,
     AuthenticationError,
     BadRequestError,
     OrchestrayError,
@@ -58,6 +59,11 @@ def status_of(err: BaseException) -> int:
         return 503
     if isinstance(err, BadRequestError):
         return 400  # the provider refused the request itself (too long a context, say)
+    if isinstance(err, AllFailedError) and err.causes:
+        # Every branch rate limited or unavailable: the service is, for now; say when to retry.
+        statuses = {status_of(c) for c in err.causes}
+        if statuses <= {429, 503}:
+            return 429 if statuses == {429} else 503
     return 502  # a provider rejected our credentials, every member failed, or worse
 
 

@@ -87,3 +87,5 @@ def test_every_ray_container_serves_http_through_haproxy(manifest):
     for container in containers(manifest):
         env = {item["name"]: item for item in container.get("env", [])}
         assert env["RAY_SERVE_ENABLE_HA_PROXY"]["value"] == "1", container["name"]
+        # a request whose replica died before answering is sent to another replica
+        assert env["RAY_SERVE_HAPROXY_RETRY_ON"]["value"] == "conn-failure empty-response", container["name"]
