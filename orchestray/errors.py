@@ -85,9 +85,12 @@ class RequestError(OrchestrayError):
 
 
 class UnknownModelError(RequestError):
-    def __init__(self, model: str, known: list[str] | tuple[str, ...] = ()):
+    """`where`: the field that named it, when not the request's `model` (an ad-hoc pattern's `providers[1]`)."""
+
+    def __init__(self, model: str, known: list[str] | tuple[str, ...] = (), where: str | None = None):
         hint = f"; known: {', '.join(sorted(known))}" if known else ""
-        super().__init__(f"unknown model {model!r}: no provider or route has that name{hint}", param="model")
+        prefix = f"{where}: " if where else ""
+        super().__init__(f"{prefix}unknown model {model!r}: no provider or route has that name{hint}", param=where or "model")
         self.model = model
 
 

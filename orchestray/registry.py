@@ -12,12 +12,15 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Mapping
 
+from pydantic import ValidationError
+
 from orchestray.cache import NAMESPACE as CACHE_NAMESPACE
 from orchestray.cache import CachedModel, ResponseCache, RouteCacheScope, provider_identity
 from orchestray.config import Config, ProviderConfig, parse_config
 from orchestray.coordinators import Coordinator, Model, build_coordinator
 from orchestray.errors import ConfigError, RequestError, UnknownModelError
 from orchestray.layers import around
+from orchestray.patterns import PATTERNS, route_targets
 from orchestray.store import Store, open_store
 
 __all__ = ["Registry", "ADHOC"]
@@ -96,6 +99,11 @@ class Registry:
             self._store = self._open_store()
         return self._store
 
+    async def close(self) -> None:
+        store, self._store, self._cache = self._store, None, None
+        if store is not None:
+            await store.close()
+
     def response_cache(self) -> ResponseCache | None:
         """The response cache when the config has one (`cache:`), over `store()`."""
         settings = self.config.cache
@@ -123,6 +131,17 @@ class Registry:
         """Every provider's model, made now (so nothing is made later on an event loop)."""
         return {p.name: self.get(p.name) for p in self.config.providers}
 
+    def _check_members(self, route: Mapping[str, Any]) -> None:
+        """A member that names nothing is an unknown model (404 at the HTTP door), not a bad option."""
+        pattern = PATTERNS.get(route.get("pattern"))
+        try:
+            typed = pattern.route.model_validate(route) if pattern else None
+        except ValidationError:
+            return  # the whole config's validation words it, below
+        for field, target in route_targets(typed) if typed else ():
+            if not self.knows(target):
+                raise UnknownModelError(target, self.names(), where=field)
+
     def adhoc(self, route: Mapping[str, Any]) -> Coordinator:
         """The coordinator of a pattern given as a route of the config would be (`{"pattern":
         "race", "providers": [...], ...}`), validated by the same models: a bad option is a
@@ -131,6 +150,7 @@ class Registry:
         coordinator = self._adhoc.get(key)
         if coordinator is not None:
             return coordinator
+        self._check_members(route)
         data = self.config.model_dump(mode="json")
         data["routes"] = {**data["routes"], ADHOC: dict(route)}
         try:
