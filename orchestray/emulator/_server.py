@@ -176,11 +176,8 @@ class Emulator:
         app.router.add_get("/models", self._list_models)
         app.router.add_get("/health", self._health)
         app.router.add_get("/stats", self._get_stats)
-<<<<<<< HEAD
         app.router.add_get("/requests", self._get_requests)
-=======
         app.router.add_get("/arrivals", self._get_arrivals)
->>>>>>> main
         app.router.add_post("/reset", self._post_reset)
         app.router.add_post("/config", self._post_config)
         self.batches.add_routes(app)
@@ -460,13 +457,11 @@ class Emulator:
     async def _get_stats(self, request: web.Request) -> web.Response:
         return web.Response(body=_encode(self.stats()), content_type=_JSON)
 
-<<<<<<< HEAD
     async def _get_requests(self, request: web.Request) -> web.Response:
         return web.Response(body=_encode({"requests": self.requests()}), content_type=_JSON)
-=======
+
     async def _get_arrivals(self, request: web.Request) -> web.Response:
         return web.Response(body=_encode(self.arrivals()), content_type=_JSON)
->>>>>>> main
 
     async def _post_reset(self, request: web.Request) -> web.Response:
         self.reset()
