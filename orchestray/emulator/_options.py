@@ -42,6 +42,11 @@ class EmulatorOptions:
     seed: int = 0
     api_key: str | None = None
     reject_sampling: tuple[str, ...] = ()
+    # For tests of what leaves a client: the last `keep_requests` request bodies, at GET /requests.
+    keep_requests: int = 0
+    # The next `broken_json` answers to a JSON response_format are cut in half (invalid JSON), as a
+    # model that loses its way does; set again through /config.
+    broken_json: int = 0
     key_rpm: tuple[tuple[str, int], ...] = ()  # keys with a quota of their own (see _keys)
     log_arrivals: bool = False  # keep every call's arrival for GET /arrivals
     # The batch APIs (see _batches): how long a batch takes, what share of its requests expire or
@@ -78,6 +83,8 @@ class EmulatorOptions:
             raise ValueError(f"latency_ms must be >= 0, got {self.latency_ms}")
         if self.latency_sigma < 0 or self.ms_per_output_token < 0 or self.hang_s < 0:
             raise ValueError("latency_sigma, ms_per_output_token and hang_s must be >= 0")
+        if self.keep_requests < 0 or self.broken_json < 0:
+            raise ValueError("keep_requests and broken_json must be >= 0")
         for key, limit in self.key_rpm:
             if not key or limit <= 0:
                 raise ValueError(f"key_rpm needs a key and a positive limit, got {key!r}={limit}")

@@ -94,6 +94,10 @@ class EmulatorHandle:
     def stats(self) -> dict:
         return self._call("GET", "/stats")
 
+    def requests(self) -> list[str]:
+        """The request bodies it kept (run it with `keep_requests`), oldest first."""
+        return self._call("GET", "/requests")["requests"]
+
     def arrivals(self) -> dict:
         """Every call since the last reset, when started with `log_arrivals` (see `_keys`)."""
         return self._call("GET", "/arrivals")

@@ -103,6 +103,8 @@ class _Stats:
 
 
 class _ConfigChange(msgspec.Struct, forbid_unknown_fields=True):
+    keep_requests: int | msgspec.UnsetType = msgspec.UNSET
+    broken_json: int | msgspec.UnsetType = msgspec.UNSET
     rpm: int | None | msgspec.UnsetType = msgspec.UNSET
     tpm: int | None | msgspec.UnsetType = msgspec.UNSET
     limit_mode: str | msgspec.UnsetType = msgspec.UNSET
@@ -127,6 +129,7 @@ class _ConfigChange(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _decode_config = msgspec.json.Decoder(_ConfigChange).decode
+_MAX_KEPT_REQUESTS = 10_000
 
 
 class Emulator:
@@ -146,6 +149,8 @@ class Emulator:
         self._models: dict[str, SimulatedModel] = {}
         self._rng = random.Random(self.options.seed)
         self._ids = itertools.count(1)
+        self._kept: deque[str] = deque(maxlen=min(self.options.keep_requests, _MAX_KEPT_REQUESTS) or 1)
+        self._broken_json = self.options.broken_json
         self._runner: web.AppRunner | None = None
         self.base_url = ""
         self.batches = BatchDesk(self)  # the batch APIs: their own counts, never the live limits
@@ -171,6 +176,7 @@ class Emulator:
         app.router.add_get("/models", self._list_models)
         app.router.add_get("/health", self._health)
         app.router.add_get("/stats", self._get_stats)
+        app.router.add_get("/requests", self._get_requests)
         app.router.add_get("/arrivals", self._get_arrivals)
         app.router.add_post("/reset", self._post_reset)
         app.router.add_post("/config", self._post_config)
@@ -242,7 +248,15 @@ class Emulator:
         if new.seed != old.seed:
             self._rng = random.Random(new.seed)
         self._models.clear()  # profiles depend on latency, accuracy and seed
+        if "keep_requests" in changes:
+            self._kept = deque(self._kept, maxlen=min(new.keep_requests, _MAX_KEPT_REQUESTS) or 1)
+        if "broken_json" in changes:
+            self._broken_json = new.broken_json
         return new
+
+    def requests(self) -> list[str]:
+        """The request bodies kept (`keep_requests`), oldest first."""
+        return list(self._kept) if self.options.keep_requests else []
 
     # --- handlers -------------------------------------------------------------------------------
 
@@ -286,6 +300,8 @@ class Emulator:
             total.unauthorized += 1
             return self._error(dialect, 401, "invalid or missing API key")
         body = await http.read()
+        if options.keep_requests:
+            self._kept.append(body.decode("utf-8", "replace"))
         try:
             call = dialect.decode(body)
         except WireError as err:
@@ -365,6 +381,10 @@ class Emulator:
         """Answer after the model's latency; no answers when the client left mid-stream."""
         model = self._model(call.request.model)
         answers = model.answers(call.request)  # n choices: the first is the single answer
+        fmt = call.request.response_format
+        if self._broken_json and fmt is not None and fmt.wants_json:
+            self._broken_json -= 1
+            answers = [msgspec.structs.replace(a, text=a.text[: max(1, len(a.text) // 2)]) for a in answers]
         response_id = dialect.new_id(next(self._ids))
         if call.stream:
             per_token_s = model.profile.ms_per_output_token / 1000.0
@@ -436,6 +456,9 @@ class Emulator:
 
     async def _get_stats(self, request: web.Request) -> web.Response:
         return web.Response(body=_encode(self.stats()), content_type=_JSON)
+
+    async def _get_requests(self, request: web.Request) -> web.Response:
+        return web.Response(body=_encode({"requests": self.requests()}), content_type=_JSON)
 
     async def _get_arrivals(self, request: web.Request) -> web.Response:
         return web.Response(body=_encode(self.arrivals()), content_type=_JSON)

@@ -27,6 +27,7 @@ from orchestray.actors.quota import KeyQuota, key_quota
 from orchestray.config import Config, load_config
 from orchestray.errors import ConfigError, OrchestrayError, ProviderUnavailableError, RequestError, UnknownModelError
 from orchestray.messages import ChatRequest, Chunk, Completion
+from orchestray.telemetry import continue_trace
 from orchestray.openai_format import ChatCompletionBody, chunk_body, completion_body, describe_errors, validation_message
 from orchestray.serving._auth import Guard, gateway_keys, open_gateway_refusal, record_spend, secure
 from orchestray.serving._bodies import PATTERN_BODIES, PatternBody, openai_error
@@ -153,6 +154,7 @@ class Gateway:
 
     @api.post("/v1/chat/completions", summary="OpenAI-compatible chat completion; model is a provider or a route")
     async def chat_completions(self, body: ChatCompletionBody, http: Request):
+        continue_trace(http.headers.get("traceparent"))  # the caller's W3C trace, when it sent one
         request_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         request = body.to_request(request_id)
         if not self.config.has_model(request.model):
@@ -230,12 +232,14 @@ class Gateway:
 
     @api.post("/v1/messages", summary="Anthropic-compatible messages (JSON or SSE); model is a provider or a route")
     async def messages(self, http: Request):
+        continue_trace(http.headers.get("traceparent"))
         return await messages_response(http, self.config.has_model, self.config.model_names, self._complete,
                                        self._chunks, self._spend)
 
     # Ad-hoc patterns
 
     async def _pattern(self, body: PatternBody, http: Request) -> JSONResponse:
+        continue_trace(http.headers.get("traceparent"))
         request_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         try:
             chat = ChatCompletionBody.model_validate(body.chat_body())
