@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from orchestray.errors import ConfigError
 from orchestray.policies.ratelimit import Limits
 from orchestray.cache import CacheConfig, CachePolicy, store_from_cache
+from orchestray.responses_state import ResponsesConfig
 from orchestray.store import StoreConfig
 
 __all__ = [
@@ -316,6 +317,7 @@ class Config(_Strict):
     batch: BatchConfig = BatchConfig()
     store: StoreConfig = StoreConfig()  # the cluster-wide key-value store (orchestray.store)
     cache: CacheConfig | None = None  # the response cache (orchestray.cache); no section, no cache
+    responses: ResponsesConfig = ResponsesConfig()  # stored Responses (orchestray.responses_state)
 
     @model_validator(mode="before")
     @classmethod
