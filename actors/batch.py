@@ -119,7 +119,10 @@ def _run_locked(
                 if name in result.by_provider:
                     result.by_provider[name].rate_limited = limited - before.get(name, 0)
 
-        return await run_batch(input_path, output_path, resolve, directory.knows, options, on_done, lock)
+        try:
+            return await run_batch(input_path, output_path, resolve, directory.knows, options, on_done, lock)
+        finally:
+            await directory.close()  # the store's connections belong to this loop
 
     try:
         result = asyncio.run(job())

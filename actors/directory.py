@@ -11,6 +11,12 @@ from orchestray.actors.provider import provider_handle
 __all__ = ["ModelDirectory"]
 
 
+def _cluster_ledger():
+    from orchestray.actors.spend import RaySpendLedger
+
+    return RaySpendLedger()
+
+
 class ModelDirectory(Registry):
     """Finds or creates the provider actors and route (coordinator) actors on first use.
 
@@ -26,6 +32,7 @@ class ModelDirectory(Registry):
             lambda provider: provider_handle(provider, ensure_config),
             None if routes_in_process else self._route_actor,
             store=lambda: open_store(config.store, cluster=True),  # the cluster's store actor or Redis
+            spend_ledger=_cluster_ledger,  # spend caps count the cluster's total
         )
 
     def _route_actor(self, name: str):

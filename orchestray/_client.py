@@ -12,20 +12,21 @@ models, so a mistake reads the same at every door.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterable, Iterator, Mapping, Sequence, get_args
+from typing import Any, AsyncIterator, Iterable, Iterator, Mapping, Sequence
 
 import yaml
 
 from orchestray.batch import BatchOptions, OutputRecord, run_batch
 from orchestray.batch_format import write_request_lines
-from orchestray.config import Config, Route, load_config, parse_config
-from orchestray.errors import RequestError
+from orchestray.config import Config, load_config, parse_config
 from orchestray.messages import ChatRequest, Chunk, Completion, Message
 from orchestray.openai_format import message_dict, parse_chat_body
+from orchestray.patterns import PATTERNS, Pattern
 from orchestray.registry import Registry
 
 from orchestray._runtime import RayRuntime, Runtime, runtime_for
@@ -34,9 +35,6 @@ __all__ = ["AsyncClient", "Client"]
 
 Prompt = str | Sequence[Message | Mapping[str, Any]] | ChatRequest
 
-# Each pattern's route model, from the config's own union: its fields are the pattern's options.
-_ROUTE_MODELS = {get_args(cls.model_fields["pattern"].annotation)[0]: cls for cls in get_args(get_args(Route)[0])}
-_NOT_OPTIONS = {"pattern", "description"}
 
 
 # Clients unpickled in one process for the same config and cluster: one each, shared. Every Ray
@@ -82,10 +80,42 @@ def build_request(model: str, prompt: Prompt, fields: Mapping[str, Any]) -> Chat
     return parse_chat_body({**fields, "model": model, "messages": messages})
 
 
-def _split_options(pattern: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Take the pattern's own options out of `options` (what is left are request fields)."""
-    fields = _ROUTE_MODELS[pattern].model_fields
-    return {name: options.pop(name) for name in list(options) if name in fields and name not in _NOT_OPTIONS}
+def _split_options(pattern: Pattern, options: dict[str, Any]) -> dict[str, Any]:
+    """Take the pattern's own options out of `options` (what is left are request fields). An
+    option goes by its route name (`temperature`: an ensemble's samples') or its HTTP one
+    (`sample_temperature`)."""
+    names = {**{f: f for f in pattern.options()}, **{http: f for f, http in pattern.renamed.items()}}
+    return {names[name]: options.pop(name) for name in list(options) if name in names}
+
+
+def _adhoc_signature(pattern: Pattern, asynchronous: bool) -> tuple[inspect.Signature, str]:
+    """The ad-hoc method's signature and doc, from the pattern's route model."""
+    P = inspect.Parameter
+    params = [P("self", P.POSITIONAL_OR_KEYWORD), P(pattern.members, P.POSITIONAL_OR_KEYWORD),
+              P("prompt", P.POSITIONAL_OR_KEYWORD, annotation=Prompt)]
+    described = []
+    for name, info in pattern.options().items():
+        default = P.empty if info.is_required() else info.get_default(call_default_factory=True)
+        params.append(P(name, P.KEYWORD_ONLY, default=default, annotation=info.annotation))
+        described.append(name if default is P.empty else f"{name}={default!r}")
+    params.append(P("fields", P.VAR_KEYWORD))
+    renamed = "".join(f" `{http}` is another name for `{f}`." for f, http in pattern.renamed.items())
+    doc = (f"{pattern.summary}\n\nRun once over `{pattern.members}` as a `{pattern.name}` route of the config would be, "
+           f"with its options: {', '.join(described)}.{renamed} Any other keyword is an OpenAI request field "
+           "(`max_tokens=64`, ...). A bad option raises RequestError worded as the config's error.")
+    return inspect.Signature(params, return_annotation=Completion), doc
+
+
+def _adhoc_method(pattern: Pattern, asynchronous: bool):
+    if asynchronous:
+        async def method(self, members, prompt, **options):
+            return await self._pattern(pattern, members, prompt, options)
+    else:
+        def method(self, members, prompt, **options):
+            return self._run(self._async._pattern(pattern, members, prompt, options))
+    method.__signature__, method.__doc__ = _adhoc_signature(pattern, asynchronous)
+    method.__name__ = pattern.name
+    return method
 
 
 class AsyncClient:
@@ -124,7 +154,9 @@ class AsyncClient:
         await self.close()
 
     async def close(self) -> None:
-        self._registry = self._starting = None
+        registry, self._registry, self._starting = self._registry, None, None
+        if registry is not None:
+            await registry.close()  # its store's connections (a Redis client), when it opened one
         await self.runtime.close()
 
     def models(self) -> list[str]:
@@ -159,41 +191,13 @@ class AsyncClient:
 
     # Ad-hoc patterns: the options a route of that pattern takes, then OpenAI request fields ──
 
-    async def race(self, providers: Sequence[str], prompt: Prompt, **options: Any) -> Completion:
-        """First success wins (`hedge_after_ms`: ms, "p95", or None to call all at once)."""
-        return await self._pattern("race", {"providers": list(providers)}, prompt, options)
+    # One method per row of the pattern table (`client.race(providers, prompt, hedge_after_ms=50)`),
+    # made below the class by `_adhoc_method`, with the route model's options in its signature.
 
-    async def ensemble(self, providers: Sequence[str], prompt: Prompt, **options: Any) -> Completion:
-        """Parallel calls and a vote (`samples`, `temperature`, `vote`, `tie`, `weights`, `judge`,
-        `extract`, `pattern_regex`, `json_field`, `quorum`)."""
-        return await self._pattern("ensemble", {"providers": list(providers)}, prompt, options)
-
-    async def cascade(self, providers: Sequence[str], prompt: Prompt, **options: Any) -> Completion:
-        """Cheapest first, escalating while the acceptance test fails (`accept`, `threshold`,
-        `samples`, `judge`)."""
-        return await self._pattern("cascade", {"providers": list(providers)}, prompt, options)
-
-    async def tree_of_thought(self, providers: Sequence[str], problem: Prompt, **options: Any) -> Completion:
-        """Beam search over thoughts (`task`, `breadth`, `depth`, `evaluations`, and the budgets
-        `max_calls`, `max_tokens`, `max_cost`)."""
-        return await self._pattern("tree_of_thought", {"providers": list(providers)}, problem, options)
-
-    async def route(self, rules: Sequence[Mapping[str, Any]], prompt: Prompt, *, default: str, **options: Any) -> Completion:
-        """The first rule whose conditions hold picks the target; `default` otherwise."""
-        return await self._pattern("route", {"rules": [dict(r) for r in rules], "default": default}, prompt, options)
-
-    async def fallback(self, providers: Sequence[str], prompt: Prompt, **options: Any) -> Completion:
-        """Each in turn until one answers."""
-        return await self._pattern("fallback", {"providers": list(providers)}, prompt, options)
-
-    async def pipeline(self, steps: Sequence[Mapping[str, Any]], input: Prompt, **options: Any) -> Completion:
-        """Steps in order, each prompt a template over `{input}` and `{steps.NAME.output}`
-        (`on_error`: fail_fast or continue)."""
-        return await self._pattern("pipeline", {"steps": [dict(s) for s in steps]}, input, options)
-
-    async def _pattern(self, pattern: str, route: dict[str, Any], prompt: Prompt, options: dict[str, Any]) -> Completion:
-        route = {"pattern": pattern, **route, **_split_options(pattern, options)}
-        request = build_request(pattern, prompt, options)
+    async def _pattern(self, pattern: Pattern, members: Sequence[Any], prompt: Prompt, options: dict[str, Any]) -> Completion:
+        listed = [dict(m) if isinstance(m, Mapping) else m for m in members]
+        route = {"pattern": pattern.name, pattern.members: listed, **_split_options(pattern, options)}
+        request = build_request(pattern.name, prompt, options)
         registry = self._registry or await self._models()
         return await registry.adhoc(route).complete(request)
 
@@ -215,6 +219,7 @@ class AsyncClient:
         model: str | None = None,
         max_in_flight: int | None = None,
         retry_errors: bool = False,
+        max_cost: float | None = None,
     ) -> AsyncIterator[OutputRecord]:
         """Run many requests; yield each one's record (OpenAI Batch output) as it finishes.
 
@@ -223,7 +228,9 @@ class AsyncClient:
         numbered from 0 as their custom_id when they have none. With `output` the records are
         also written there, and a second run resumes (yielding only the lines it answers).
         `model` sends every request to that provider or route. The batch command's engine:
-        bounded in flight, one record per request, a bad one included.
+        bounded in flight, one record per request, a bad one included. `max_cost` (US dollars)
+        stops starting requests once this run has spent it; those left yield nothing and are
+        answered by a rerun on the same `output`.
         """
         registry = await self._models()
         options = BatchOptions(
@@ -231,6 +238,7 @@ class AsyncClient:
             retry_errors=retry_errors,
             max_in_flight=max_in_flight or self.config.batch.max_in_flight,
             progress=progress,
+            max_cost=max_cost,
         )
         with tempfile.TemporaryDirectory(prefix="orchestray-batch-") as scratch:
             if isinstance(requests, (str, os.PathLike)):
@@ -330,27 +338,6 @@ class Client:
     def stream(self, model: str, prompt: Prompt, **fields: Any) -> Iterator[Chunk]:
         return self._iterate(self._async.stream(model, prompt, **fields))
 
-    def race(self, providers: Sequence[str], prompt: Prompt, **options: Any) -> Completion:
-        return self._run(self._async.race(providers, prompt, **options))
-
-    def ensemble(self, providers: Sequence[str], prompt: Prompt, **options: Any) -> Completion:
-        return self._run(self._async.ensemble(providers, prompt, **options))
-
-    def cascade(self, providers: Sequence[str], prompt: Prompt, **options: Any) -> Completion:
-        return self._run(self._async.cascade(providers, prompt, **options))
-
-    def tree_of_thought(self, providers: Sequence[str], problem: Prompt, **options: Any) -> Completion:
-        return self._run(self._async.tree_of_thought(providers, problem, **options))
-
-    def route(self, rules: Sequence[Mapping[str, Any]], prompt: Prompt, *, default: str, **options: Any) -> Completion:
-        return self._run(self._async.route(rules, prompt, default=default, **options))
-
-    def fallback(self, providers: Sequence[str], prompt: Prompt, **options: Any) -> Completion:
-        return self._run(self._async.fallback(providers, prompt, **options))
-
-    def pipeline(self, steps: Sequence[Mapping[str, Any]], input: Prompt, **options: Any) -> Completion:
-        return self._run(self._async.pipeline(steps, input, **options))
-
     def batch(self, requests, output=None, progress: bool = False, **options: Any) -> Iterator[OutputRecord]:
         return self._iterate(self._async.batch(requests, output, progress, **options))
 
@@ -359,3 +346,10 @@ class Client:
 
 
 _END = object()
+
+for _pattern in PATTERNS.values():
+    for _cls in (AsyncClient, Client):
+        _method = _adhoc_method(_pattern, _cls is AsyncClient)
+        _method.__qualname__ = f"{_cls.__name__}.{_pattern.name}"
+        setattr(_cls, _pattern.name, _method)
+del _pattern, _cls, _method

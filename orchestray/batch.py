@@ -67,6 +67,9 @@ class BatchOptions:
     max_in_flight: int = 512
     progress: bool = True
     progress_interval_s: float = 0.5
+    # Stop starting lines once this run has spent this many US dollars; the calls in flight
+    # finish (so it may end a little over), the rest stay unanswered for a rerun to resume.
+    max_cost: float | None = None
 
 
 def _count_lines(path: Path) -> int:
@@ -100,7 +103,7 @@ async def run_batch(
         raise RequestError(f"--route {options.route!r} names no provider or route")
     target.parent.mkdir(parents=True, exist_ok=True)
     with resumed_output(target, options.retry_errors, lock) as (held, done):
-        result = BatchResult()
+        result = BatchResult(max_cost=options.max_cost)
         progress = Progress(_count_lines(source), options.progress, options.progress_interval_s)
         started = time.monotonic()
         await _run_lines(source, target, done, held, resolve, known, options, result, progress, on_record)
@@ -156,7 +159,14 @@ async def _run_lines(
                         result.invalid += 1
                         write(parsed)
                         continue
+                    if options.max_cost is not None and result.cost >= options.max_cost:
+                        result.not_started += 1
+                        continue
                     await window.acquire()
+                    if options.max_cost is not None and result.cost >= options.max_cost:
+                        window.release()  # the budget ran out while this line waited for room
+                        result.not_started += 1
+                        continue
                     task = asyncio.create_task(call(parsed))
                     running.add(task)
                     task.add_done_callback(running.discard)

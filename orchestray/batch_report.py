@@ -68,6 +68,9 @@ class BatchResult:
     invalid: int = 0  # bad lines (error records without a call)
     cost: float = 0.0
     wall_s: float = 0.0
+    # --max-cost: the budget, and the lines left unanswered once it was spent (a rerun resumes them)
+    max_cost: float | None = None
+    not_started: int = 0
     by_model: dict[str, Tally] = field(default_factory=dict)
     by_provider: dict[str, Tally] = field(default_factory=dict)
 
@@ -80,6 +83,8 @@ class BatchResult:
             "invalid": self.invalid,
             "cost": round(self.cost, 8),
             "wall_s": round(self.wall_s, 3),
+            **({"max_cost": self.max_cost, "stopped_at_budget": self.not_started > 0, "not_started": self.not_started}
+               if self.max_cost is not None else {}),
             "by_model": {k: v.as_dict() for k, v in sorted(self.by_model.items())},
             "by_provider": {k: v.as_dict() for k, v in sorted(self.by_provider.items())},
         }
@@ -183,6 +188,9 @@ def format_summary(result: BatchResult) -> str:
         f"{result.lines} lines: {result.succeeded} answered, {result.failed} failed, {result.invalid} invalid, "
         f"{result.skipped} already done · ${result.cost:.5f} · {result.wall_s:.1f}s"
     )
+    if result.not_started:
+        rows.append(f"budget ${result.max_cost:g} reached: {result.not_started} lines not started; "
+                    "run again (with a higher --max-cost) to resume them")
     return "\n".join(rows)
 
 

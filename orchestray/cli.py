@@ -24,10 +24,13 @@ def _batch(args: argparse.Namespace) -> int:
         retry_errors=args.retry_errors,
         max_in_flight=args.max_in_flight or config.batch.max_in_flight,
         progress=not args.quiet,
+        max_cost=args.max_cost,
     )
     result = run_batch_job(args.input, args.output, config, options, address=args.address, workers=args.workers)
     print(format_summary(result))
     print(f"summary written to {write_summary(result, args.output)}")
+    if result.not_started:
+        return 4  # stopped at the budget: the output is partial, a rerun resumes it
     return 0 if result.failed == 0 and result.invalid == 0 else 3
 
 
@@ -73,6 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--max-in-flight", type=int, help="requests in flight at once (default from config: 512)")
     batch.add_argument("--workers", type=int, help="batch workers running routes (default: 2 per node)")
     batch.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local instance)")
+    batch.add_argument("--max-cost", type=float, metavar="USD",
+                       help="stop starting lines once this run has spent USD (in flight finish); a rerun resumes")
     batch.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     batch.set_defaults(run=_batch)
 

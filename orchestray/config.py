@@ -10,16 +10,20 @@ import hashlib
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping, Union
+from typing import Any, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from orchestray.errors import ConfigError
+from orchestray.patterns import PATTERNS, FieldError as _FieldError, Route, Strict as _Strict, route_targets
 from orchestray.policies.ratelimit import Limits
 from orchestray.cache import CacheConfig, CachePolicy, store_from_cache
 from orchestray.responses_state import ResponsesConfig
 from orchestray.store import StoreConfig
+from orchestray.budgets import SpendCap
+from orchestray.guardrails import GuardrailsConfig
+from orchestray.telemetry import TelemetryConfig
 
 __all__ = [
     "Config",
@@ -33,10 +37,6 @@ __all__ = [
 ]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class LimitsConfig(_Strict):
@@ -128,118 +128,6 @@ class ProviderConfig(_Strict):
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
 
 
-# Routes: one model per pattern, told apart by `pattern`.
-
-
-class _Route(_Strict):
-    description: str = ""
-    cache: CachePolicy | None = None  # how the calls made inside this route use the response cache
-
-
-class RaceRoute(_Route):
-    pattern: Literal["race"]
-    providers: list[str] = Field(min_length=1)
-    hedge_after_ms: float | Literal["p95"] | None = None
-
-
-class _Extracting(_Route):
-    """How a pattern reads what a reply answers (`policies.extraction`). Unset: the `Answer:` line,
-    or a JSON answer in canonical form; a reply with tool calls always answers with its calls."""
-
-    extract: Literal["answer", "number", "choice", "text", "json", "regex", "tool_call"] | None = None
-    pattern_regex: str | None = None
-    path: str | None = Field(default=None, description="extract: json: the field, e.g. answer or result.items.0")
-
-    @model_validator(mode="after")
-    def _options_fit(self) -> "_Extracting":
-        if self.path is not None and self.extract != "json":
-            raise ValueError("`path` is for extract: json")
-        if self.pattern_regex is not None and self.extract != "regex":
-            raise ValueError("`pattern_regex` is for extract: regex")
-        return self
-
-
-class EnsembleRoute(_Extracting):
-    pattern: Literal["ensemble"]
-    providers: list[str] = Field(min_length=1)
-    samples: int = Field(default=1, gt=0, le=64, description="calls per provider")
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    vote: Literal["majority", "weighted", "judge", "aggregate"] = "majority"
-    tie: Literal["first", "lowest_cost", "abstain", "random"] = "first"
-    weights: dict[str, float] = {}
-    judge: str | None = None
-    quorum: int | None = Field(default=None, gt=0)
-
-
-class CascadeRoute(_Extracting):
-    pattern: Literal["cascade"]
-    providers: list[str] = Field(min_length=1)
-    accept: Literal["confidence", "agreement", "judge"] = "confidence"
-    threshold: float = Field(default=0.8, ge=0, le=1)
-    samples: int = Field(default=3, gt=0, le=16, description="k for agreement")
-    judge: str | None = None
-
-
-class TreeOfThoughtRoute(_Route):
-    pattern: Literal["tree_of_thought"]
-    providers: list[str] = Field(min_length=1)
-    task: Literal["general", "game24"] = "general"
-    breadth: int = Field(default=5, gt=0, le=64)
-    depth: int = Field(default=3, gt=0, le=16)
-    evaluations: int = Field(default=3, gt=0, le=16)
-    max_calls: int | None = Field(default=None, gt=0)
-    max_tokens: int | None = Field(default=None, gt=0)
-    max_cost: float | None = Field(default=None, gt=0)
-
-
-class RoutingRoute(_Route):
-    pattern: Literal["route"]
-    rules: list[dict[str, Any]] = []
-    default: str
-
-
-class BalanceRoute(_Route):
-    """Spread calls over members in proportion to their free quota (several keys or deployments)."""
-
-    pattern: Literal["balance"]
-    providers: list[str] = Field(min_length=1)
-
-
-class FallbackRoute(_Route):
-    pattern: Literal["fallback"]
-    providers: list[str] = Field(min_length=1)
-
-
-class PipelineRoute(_Route):
-    pattern: Literal["pipeline"]
-    steps: list[dict[str, Any]] = Field(min_length=1)
-    on_error: Literal["fail_fast", "continue"] = "fail_fast"
-
-
-Route = Annotated[
-    Union[RaceRoute, EnsembleRoute, CascadeRoute, TreeOfThoughtRoute, RoutingRoute, FallbackRoute, PipelineRoute, BalanceRoute],
-    Field(discriminator="pattern"),
-]
-
-
-def route_targets(route: Any) -> list[tuple[str, str]]:
-    """Every (field path, name) a route sends calls to, for reference checking."""
-    found: list[tuple[str, str]] = []
-    for i, name in enumerate(getattr(route, "providers", []) or []):
-        found.append((f"providers[{i}]", name))
-    for field in ("judge", "default"):
-        value = getattr(route, field, None)
-        if value:
-            found.append((field, value))
-    for i, rule in enumerate(getattr(route, "rules", []) or []):
-        if isinstance(rule.get("to"), str):
-            found.append((f"rules[{i}].to", rule["to"]))
-    for i, step in enumerate(getattr(route, "steps", []) or []):
-        if isinstance(step.get("model"), str):
-            found.append((f"steps[{i}].model", step["model"]))
-    return found
-
-
 class ServeConfig(_Strict):
     """Ray Serve deployment settings for the HTTP application."""
 
@@ -317,6 +205,9 @@ class Config(_Strict):
     batch: BatchConfig = BatchConfig()
     store: StoreConfig = StoreConfig()  # the cluster-wide key-value store (orchestray.store)
     cache: CacheConfig | None = None  # the response cache (orchestray.cache); no section, no cache
+    guardrails: GuardrailsConfig = GuardrailsConfig()  # orchestray.guardrails
+    spend_caps: dict[str, SpendCap] = {}  # provider or route name -> per_hour / per_day (orchestray.budgets)
+    telemetry: TelemetryConfig | None = None  # OTLP export (orchestray.telemetry); no section, no export
     responses: ResponsesConfig = ResponsesConfig()  # stored Responses (orchestray.responses_state)
 
     @model_validator(mode="before")
@@ -378,8 +269,18 @@ class Config(_Strict):
                         f"routes.{route_name}.{field}",
                         f"{target!r} names no provider or route (providers: {', '.join(names)})",
                     )
+            for i, rule in enumerate(getattr(route, "rules", ())):
+                if rule.max_cost is not None and rule.to not in seen:
+                    raise _FieldError(f"routes.{route_name}.rules[{i}].max_cost",
+                                      f"needs the price of {rule.to!r}, and a route has none: send to a provider")
         for route_name in self.routes:
             self._check_cycle(route_name, [])
+        extra = self.guardrails.references() + [(f"spend_caps.{n}", n) for n in self.spend_caps]
+        for field, target in extra:
+            if target not in seen and target not in self.routes:
+                raise _FieldError(field, f"{target!r} names no provider or route (providers: {', '.join(names)})")
+        for field, missing in self.guardrails.unknown_sets():
+            raise _FieldError(field, f"{missing!r} names no guardrail set (sets: {', '.join(self.guardrails.sets) or 'none'})")
         return self
 
     def _check_cycle(self, name: str, path: list[str]) -> None:
@@ -406,22 +307,13 @@ class Config(_Strict):
         return name in self.routes or any(p.name == name for p in self.providers)
 
 
-class _FieldError(ValueError):
-    """A cross-field error that knows which field it is about."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
-        self.message = message
-
-
 def _format_location(loc: tuple[Any, ...], data: Any) -> str:
     parts: list[str] = []
-    for item in loc:
+    for i, item in enumerate(loc):
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item in {"race", "ensemble", "cascade", "tree_of_thought", "route", "fallback", "pipeline", "balance"} and parts:
-            continue  # the discriminator's tag adds nothing for the reader
+        elif i >= 2 and loc[i - 2] == "routes" and item in PATTERNS:
+            continue  # the discriminator's tag (routes.NAME.race) adds nothing for the reader
         else:
             parts.append(("." if parts else "") + str(item))
     return "".join(parts) or "(top level)"
@@ -440,15 +332,19 @@ def parse_config(data: Any, source: str = "<config>", environ: Mapping[str, str]
         for e in err.errors():
             ctx_error = (e.get("ctx") or {}).get("error")
             if isinstance(ctx_error, _FieldError):
-                lines.append(f"{source}: {ctx_error.field}: {ctx_error.message}")
+                # Raised by the model at `loc` (the config itself, or a route), about one of its fields.
+                where = _format_location(e["loc"], data) if e["loc"] else ""
+                field = ctx_error.field if not where or ctx_error.field.startswith("[") else "." + ctx_error.field
+                lines.append(f"{source}: {where}{field}: {ctx_error.message}")
                 continue
-            message = e["msg"]
+            message = e["msg"].removeprefix("Value error, ")
             if e["type"] == "extra_forbidden":
                 message = "unknown field"
             elif e["type"] == "literal_error" and e["loc"] and e["loc"][-1] == "kind":
                 message = f"unknown provider kind {e.get('input')!r}; use openai, anthropic or simulated"
             elif e["type"] == "union_tag_invalid":
-                message = f"unknown pattern {e.get('input', {}).get('pattern') if isinstance(e.get('input'), dict) else ''!r}; use race, ensemble, cascade, tree_of_thought, route, fallback, pipeline or balance"
+                given = e["input"].get("pattern") if isinstance(e.get("input"), dict) else None
+                message = f"unknown pattern {given!r}; use {', '.join(PATTERNS)}"
             lines.append(f"{source}: {_format_location(e['loc'], data)}: {message}")
         raise ConfigError("\n".join(lines)) from None
     if environ is not None:

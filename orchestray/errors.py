@@ -4,7 +4,8 @@
     ├── ConfigError                  a config file or option is wrong (names file and field)
     ├── RequestError                 the request itself is wrong; retrying cannot help
     │   ├── UnknownModelError        `model` names no provider and no route
-    │   └── RequestTooLargeError     more tokens than the provider's per-minute limit
+    │   ├── RequestTooLargeError     more tokens than the provider's per-minute limit
+    │   └── GuardrailError           an input guardrail refused the request (carries `rule`)
     ├── ProviderError                a provider call failed (carries `provider`)
     │   ├── RateLimitedError         429; `retry_after` seconds when the provider said
     │   ├── ProviderTimeoutError     no answer within the timeout
@@ -12,6 +13,8 @@
     │   │   └── CircuitOpenError     the provider is cooling down after repeated failures
     │   ├── BadRequestError          400/404/422 from the provider
     │   └── AuthenticationError      401/403: the key is missing, wrong or not allowed
+    ├── OutputGuardrailError         the answer broke an output guardrail after retries and fallback (`rule`)
+    ├── SpendCapError                a route's or provider's spend cap for the hour or day is reached
     ├── AllFailedError               every branch of a coordinator failed (carries `causes`)
     ├── OutputInUseError             another run is writing the batch output (names its holder)
     └── StoreUnavailableError        the cluster store (Redis, the store actor) cannot be reached
@@ -39,6 +42,9 @@ __all__ = [
     "AllFailedError",
     "OutputInUseError",
     "StoreUnavailableError",
+    "GuardrailError",
+    "OutputGuardrailError",
+    "SpendCapError",
     "redact",
     "error_code",
 ]
@@ -79,14 +85,42 @@ class RequestError(OrchestrayError):
 
 
 class UnknownModelError(RequestError):
-    def __init__(self, model: str, known: list[str] | tuple[str, ...] = ()):
+    """`where`: the field that named it, when not the request's `model` (an ad-hoc pattern's `providers[1]`)."""
+
+    def __init__(self, model: str, known: list[str] | tuple[str, ...] = (), where: str | None = None):
         hint = f"; known: {', '.join(sorted(known))}" if known else ""
-        super().__init__(f"unknown model {model!r}: no provider or route has that name{hint}", param="model")
+        prefix = f"{where}: " if where else ""
+        super().__init__(f"{prefix}unknown model {model!r}: no provider or route has that name{hint}", param=where or "model")
         self.model = model
 
 
 class RequestTooLargeError(RequestError):
     pass
+
+
+class GuardrailError(RequestError):
+    """An input guardrail refused the request; `rule` is its name in the config."""
+
+    def __init__(self, message: str, rule: str):
+        super().__init__(f"guardrail {rule}: {message}")
+        self.rule = rule
+
+
+class OutputGuardrailError(OrchestrayError):
+    """Every answer (retries and fallback included) broke the output guardrail `rule`."""
+
+    def __init__(self, message: str, rule: str):
+        super().__init__(f"guardrail {rule}: {message}")
+        self.rule = rule
+
+
+class SpendCapError(OrchestrayError):
+    """A spend cap is reached: `retry_after` seconds until its window has room again."""
+
+    def __init__(self, message: str, *, name: str, retry_after: float):
+        super().__init__(message)
+        self.name = name
+        self.retry_after = retry_after
 
 
 class ProviderError(OrchestrayError):
@@ -176,6 +210,9 @@ def error_code(err: BaseException) -> str:
     codes = [
         (UnknownModelError, "model_not_found"),
         (RequestTooLargeError, "request_too_large"),
+        (GuardrailError, "guardrail_violation"),
+        (OutputGuardrailError, "output_guardrail_failed"),
+        (SpendCapError, "spend_cap_reached"),
         (RequestError, "invalid_request"),
         (RateLimitedError, "rate_limited"),
         (ProviderTimeoutError, "timeout"),

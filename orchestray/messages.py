@@ -206,6 +206,10 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     extra_body: dict[str, Any] | None = None
     # None: the provider's configured retries; 0: surface the first failure (fallback, race).
     max_retries: int | None = None
+    # Whether a call waits for its provider's half-open probe when the circuit is open. None:
+    # it waits unless max_retries is 0; False: a pattern with somewhere else to go (race,
+    # fallback, route) is told at once, and the call fails with circuit_open.
+    wait_for_circuit: bool | None = None
     timeout_s: float | None = None
     request_id: str = ""
 
@@ -276,7 +280,7 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 _OPTION_FIELDS = tuple(
     f for f in ChatRequest.__struct_fields__
-    if f not in ("messages", "model", "extra_body", "max_retries", "timeout_s", "request_id")
+    if f not in ("messages", "model", "extra_body", "max_retries", "wait_for_circuit", "timeout_s", "request_id")
 )
 
 

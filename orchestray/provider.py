@@ -274,10 +274,12 @@ class Provider:
     async def _through_circuit(self, request: ChatRequest, deadline: float) -> float:
         """Wait, if need be, until the circuit lets this call go; return the time it did.
 
-        A call asked with `max_retries=0` has somewhere else to go (a fallback's next member):
-        an open circuit fails it at once. Any other call has no alternative, so it waits for
-        the half-open probe's verdict, as long as its own deadline allows.
+        A call asked with `max_retries=0` or `wait_for_circuit=False` has somewhere else to go
+        (a fallback's next member, a race's other runners): an open circuit fails it at once.
+        Any other call has no alternative, so it waits for the half-open probe's verdict, as
+        long as its own deadline allows.
         """
+        elsewhere = request.wait_for_circuit is False or (request.wait_for_circuit is None and request.max_retries == 0)
         while True:
             now = self._clock()
             wait = self.circuit.retry_after(now)
@@ -285,7 +287,7 @@ class Provider:
                 return now
             left = deadline - now
             probing = self.circuit.state == "half-open"
-            if request.max_retries == 0 or left <= 0 or (wait > left and not probing):
+            if elsewhere or left <= 0 or (wait > left and not probing):
                 failures, calls = self.circuit.opened_after
                 raise CircuitOpenError(
                     f"cooling down: {failures} of the last {calls} calls failed; next try in {wait:.1f}s",

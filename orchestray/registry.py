@@ -12,11 +12,15 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Mapping
 
+from pydantic import ValidationError
+
 from orchestray.cache import NAMESPACE as CACHE_NAMESPACE
 from orchestray.cache import CachedModel, ResponseCache, RouteCacheScope, provider_identity
 from orchestray.config import Config, ProviderConfig, parse_config
 from orchestray.coordinators import Coordinator, Model, build_coordinator
 from orchestray.errors import ConfigError, RequestError, UnknownModelError
+from orchestray.layers import around
+from orchestray.patterns import PATTERNS, route_targets
 from orchestray.store import Store, open_store
 
 __all__ = ["Registry", "ADHOC"]
@@ -42,14 +46,18 @@ class Registry:
         provider: Callable[[ProviderConfig], Model],
         route: Callable[[str], Model] | None = None,
         store: Callable[[], Store] | None = None,
+        spend_ledger: Callable[[], Any] | None = None,
     ):
         self.config = config
         self._provider = provider
         self._route = route
         self._open_store = store or (lambda: open_store(config.store, cluster=False))
         self._store: Store | None = None
+        self._open_ledger = spend_ledger
+        self._ledger: Any = None
         self._cache: ResponseCache | None = None
         self._models: dict[str, Model] = {}
+        self.telemetry: Any = None  # a `Telemetry` to export through instead of the config's (tests)
         self._adhoc: dict[str, Coordinator] = {}
 
     def knows(self, name: str) -> bool:
@@ -65,6 +73,10 @@ class Registry:
         return model
 
     def _make(self, name: str) -> Model:
+        # Guardrails, spend caps and telemetry around whatever the name gives (orchestray.layers).
+        return around(self, name, self._bare(name))
+
+    def _bare(self, name: str) -> Model:
         if name in self.config.routes:
             if self._route is not None:
                 return self._route(name)
@@ -87,6 +99,11 @@ class Registry:
             self._store = self._open_store()
         return self._store
 
+    async def close(self) -> None:
+        store, self._store, self._cache = self._store, None, None
+        if store is not None:
+            await store.close()
+
     def response_cache(self) -> ResponseCache | None:
         """The response cache when the config has one (`cache:`), over `store()`."""
         settings = self.config.cache
@@ -97,6 +114,15 @@ class Registry:
             self._cache = ResponseCache(namespace, settings)
         return self._cache
 
+    def spend_ledger(self) -> Any:
+        """Where spend caps are counted (`orchestray.budgets`): this process, unless the runtime
+        gave the cluster's ledger."""
+        if self._ledger is None:
+            from orchestray.budgets import LocalLedger
+
+            self._ledger = self._open_ledger() if self._open_ledger is not None else LocalLedger()
+        return self._ledger
+
     def made(self) -> dict[str, Model]:
         """The models made so far, by name."""
         return dict(self._models)
@@ -104,6 +130,17 @@ class Registry:
     def providers(self) -> dict[str, Model]:
         """Every provider's model, made now (so nothing is made later on an event loop)."""
         return {p.name: self.get(p.name) for p in self.config.providers}
+
+    def _check_members(self, route: Mapping[str, Any]) -> None:
+        """A member that names nothing is an unknown model (404 at the HTTP door), not a bad option."""
+        pattern = PATTERNS.get(route.get("pattern"))
+        try:
+            typed = pattern.route.model_validate(route) if pattern else None
+        except ValidationError:
+            return  # the whole config's validation words it, below
+        for field, target in route_targets(typed) if typed else ():
+            if not self.knows(target):
+                raise UnknownModelError(target, self.names(), where=field)
 
     def adhoc(self, route: Mapping[str, Any]) -> Coordinator:
         """The coordinator of a pattern given as a route of the config would be (`{"pattern":
@@ -113,11 +150,12 @@ class Registry:
         coordinator = self._adhoc.get(key)
         if coordinator is not None:
             return coordinator
+        self._check_members(route)
         data = self.config.model_dump(mode="json")
         data["routes"] = {**data["routes"], ADHOC: dict(route)}
         try:
             config = parse_config(data, "request")
-            coordinator = build_coordinator(ADHOC, config, self.get)
+            coordinator = around(self, ADHOC, build_coordinator(ADHOC, config, self.get), route=True)
         except ConfigError as err:
             raise RequestError(str(err).replace(f"request: routes.{ADHOC}.", "").replace(f"request: routes.{ADHOC}: ", "")) from None
         if len(self._adhoc) >= _ADHOC_KEPT:

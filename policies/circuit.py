@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 
-__all__ = ["CircuitBreaker"]
+__all__ = ["CircuitBreaker", "CircuitView"]
 
 
 class CircuitBreaker:
@@ -139,3 +139,42 @@ class CircuitBreaker:
     def _forget(self) -> None:
         self._buckets.clear()
         self._calls = self._failures = 0
+
+
+class CircuitView:
+    """What a caller (a race, a fallback, a route) knows of its members' circuits, learned from
+    their answers alone, so routing around an open circuit costs no call of its own.
+
+    A member that answered "circuit open, next try in N s" is passed over for N s; any other
+    answer from it, or the end of those N s, makes it a candidate again. Time comes in as an
+    argument, as everywhere in `policies/`.
+    """
+
+    __slots__ = ("_open_until",)
+
+    def __init__(self) -> None:
+        self._open_until: dict[str, float] = {}
+
+    def saw_open(self, name: str, retry_after: float, now: float) -> None:
+        self._open_until[name] = now + max(0.0, retry_after)
+
+    def saw_answer(self, name: str) -> None:
+        self._open_until.pop(name, None)
+
+    def open_for(self, name: str, now: float) -> float:
+        """Seconds until `name` is worth a try again; 0 if it is now (or nothing is known)."""
+        until = self._open_until.get(name)
+        if until is None:
+            return 0.0
+        if until <= now:
+            del self._open_until[name]
+            return 0.0
+        return until - now
+
+    def is_open(self, name: str, now: float) -> bool:
+        return self.open_for(name, now) > 0
+
+    def order(self, names: list[str], now: float) -> tuple[list[str], list[str]]:
+        """(members to try first, in their own order; members cooling down, soonest back first)."""
+        cooling = sorted((n for n in names if self.is_open(n, now)), key=lambda n: self._open_until[n])
+        return [n for n in names if n not in cooling], cooling

@@ -26,7 +26,7 @@ more than `x`. The decision (`RouteDecision`) names the target, the rule and the
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -277,8 +277,14 @@ class Router:
         *,
         max_tokens: int | None = None,
         budget: float | None = None,
+        avoid: Collection[str] = (),
     ) -> RouteDecision:
-        """The target for `request` (its text, or a ChatRequest: its whole prompt counts)."""
+        """The target for `request` (its text, or a ChatRequest: its whole prompt counts).
+
+        A rule whose target is in `avoid` (cooling down: its circuit is open) is passed over
+        for the next that matches; the default is the answer when nothing else is left, even
+        if it is avoided too.
+        """
         if isinstance(request, ChatRequest):
             text = request.prompt_text()
             max_tokens = max_tokens if max_tokens is not None else request.max_tokens
@@ -296,9 +302,14 @@ class Router:
             if budget is not None and rule.to in costs and costs[rule.to] > budget:
                 skipped.append(f"{rule.label()} skipped: {rule.to} costs {costs[rule.to]:.6g} > budget {budget:g}")
                 continue
+            if rule.to in avoid:
+                skipped.append(f"{rule.label()} skipped: {rule.to} is cooling down")
+                continue
             reason = "; ".join(skipped + [f"{rule.label()}: {why}"])
             return RouteDecision(rule.to, rule.label(), reason, ctx.task, tokens)
         note = "no rule matched"
+        if self.default in avoid:
+            note += f" (and {self.default} is cooling down too)"
         if budget is not None and self.default in costs and costs[self.default] > budget:
             note += f" (default {self.default} costs {costs[self.default]:.6g}, over budget {budget:g})"
         return RouteDecision(self.default, None, "; ".join(skipped + [f"default: {note}"]), ctx.task, tokens)

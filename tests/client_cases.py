@@ -80,7 +80,7 @@ async def test_every_ad_hoc_pattern_runs_with_its_routes_options(client, names):
 
 
 async def test_bad_pattern_options_read_as_the_configs_errors(client, names):
-    with pytest.raises(RequestError, match=r"^providers\[1\]: 'ghost' names no provider or route"):
+    with pytest.raises(RequestError, match=r"^providers\[1\]: unknown model 'ghost': no provider or route has that name"):
         await client.race([names["small"], "ghost"], "hi")
     with pytest.raises(RequestError, match=r"^samples: Input should be less than or equal to 64"):
         await client.ensemble([names["small"]], "hi", samples=65)

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from orchestray.config import PriceConfig
 from orchestray.errors import AllFailedError, OrchestrayError
 from orchestray.messages import ChatRequest, Completion
 from orchestray.policies.confidence import AcceptanceTest, StageAnswer, judge_score_prompt
 from orchestray.policies.extraction import reply_answer
 from orchestray.policies.voting import candidate_text
+
+if TYPE_CHECKING:
+    from orchestray.config import PriceConfig
 
 from orchestray.coordinators._base import (
     Coordinator,

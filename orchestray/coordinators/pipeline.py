@@ -48,7 +48,7 @@ from orchestray.coordinators._base import (
     sample_seed,
 )
 
-__all__ = ["PipelineStep", "PipelineCoordinator", "STEP_KEYS", "ON_ERROR"]
+__all__ = ["PipelineStep", "PipelineCoordinator", "STEP_KEYS", "ON_ERROR", "check_steps"]
 
 STEP_KEYS = ("name", "model", "prompt", "system", "when", "parse", "retries", "timeout_s", "max_tokens")
 ON_ERROR = ("fail_fast", "continue")
@@ -107,6 +107,34 @@ class PipelineStep:
         )
 
 
+def check_steps(steps: list[PipelineStep | Mapping[str, Any]]) -> list[PipelineStep]:
+    """The steps, each checked against those before it: a template or condition naming a step
+    that does not come earlier is a ConfigError naming the field (`steps[2].when: ...`)."""
+    checked: list[PipelineStep] = []
+    for i, spec in enumerate(steps):
+        where = f"steps[{i}]"
+        try:
+            step = spec if isinstance(spec, PipelineStep) else PipelineStep.from_dict(spec, i)
+        except ConfigError as err:
+            raise ConfigError(f"{where}: {err.message}") from None
+        earlier = [s.name for s in checked]
+        if step.name in earlier:
+            raise ConfigError(f"{where}.name: duplicate step name {step.name!r}")
+        for field in ("prompt", "system"):
+            try:
+                if getattr(step, field) is not None:
+                    check_template(getattr(step, field), earlier)
+            except ConfigError as err:
+                raise ConfigError(f"{where}.{field}: {err.message}") from None
+        if step.when is not None:
+            unknown = sorted(step.when.steps_used() - set(earlier))
+            if unknown:
+                raise ConfigError(f"{where}.when: no earlier step named {', '.join(map(repr, unknown))} "
+                                  f"(earlier: {', '.join(earlier) or 'none'})")
+        checked.append(step)
+    return checked
+
+
 class _StepFailed(Exception):
     """A step's final failure, with the spans of its attempts."""
 
@@ -128,33 +156,17 @@ class PipelineCoordinator(Coordinator):
         on_error: str = "fail_fast",
         clock: Callable[[], float] = time.monotonic,
     ):
-        """Steps are checked here: a template or condition naming a step that does not come
-        earlier is a ConfigError naming `routes.NAME.steps[i]`."""
+        """Steps are checked here (`check_steps`); an error names `routes.NAME.steps[i].FIELD`."""
         super().__init__(name, resolve, clock)
         if on_error not in ON_ERROR:
             raise ConfigError(f"routes.{name}.on_error: use {' or '.join(ON_ERROR)}, got {on_error!r}")
         if not steps:
             raise ConfigError(f"routes.{name}.steps: a pipeline needs at least one step")
         self.on_error = on_error
-        self.steps: list[PipelineStep] = []
-        for i, spec in enumerate(steps):
-            where = f"routes.{name}.steps[{i}]"
-            try:
-                step = spec if isinstance(spec, PipelineStep) else PipelineStep.from_dict(spec, i)
-                earlier = [s.name for s in self.steps]
-                if step.name in earlier:
-                    raise ConfigError(f"duplicate step name {step.name!r}")
-                check_template(step.prompt, earlier)
-                if step.system is not None:
-                    check_template(step.system, earlier)
-                if step.when is not None:
-                    unknown = sorted(step.when.steps_used() - set(earlier))
-                    if unknown:
-                        raise ConfigError(f"when: no earlier step named {', '.join(map(repr, unknown))} "
-                                          f"(earlier: {', '.join(earlier) or 'none'})")
-            except ConfigError as err:
-                raise ConfigError(f"{where}: {err.message}") from None
-            self.steps.append(step)
+        try:
+            self.steps = check_steps(steps)
+        except ConfigError as err:
+            raise ConfigError(f"routes.{name}.{err.message}") from None
 
     async def complete(self, request: ChatRequest) -> Completion:
         started = self.clock()

@@ -11,10 +11,11 @@ import asyncio
 import time
 from typing import AsyncIterator, Awaitable, Callable
 
-from orchestray.errors import AllFailedError
+from orchestray.errors import AllFailedError, CircuitOpenError
 from orchestray.messages import ChatRequest, Chunk, Completion
 
 from orchestray.coordinators._base import Coordinator, Resolve, cancel_all, cancelled_span, fail_with, failed_span, finish
+from orchestray.coordinators._circuits import CircuitView, cooling_for, learn, told_at_once, waits_for_circuit
 
 __all__ = ["RaceCoordinator"]
 
@@ -43,6 +44,7 @@ class RaceCoordinator(Coordinator):
         self.hedge_after_ms = hedge_after_ms
         self.fallback_hedge_ms = fallback_hedge_ms
         self._p95: dict[str, tuple[float, float | None]] = {}  # name -> (read at, seconds)
+        self.circuits = CircuitView()
 
     async def hedge_delay_s(self, running: str) -> float | None:
         """Seconds to wait for `running` before calling the next provider; None: call all now."""
@@ -59,13 +61,45 @@ class RaceCoordinator(Coordinator):
             self._p95[running] = (now, value)
         return value if value is not None else self.fallback_hedge_ms / 1000.0
 
-    async def _race(self, start: Callable[[str], Awaitable]):
-        """Run starters in hedged order; return (winner name, result, spans of the others, launched)."""
+    async def _race(self, request: ChatRequest, start: Callable[[str, ChatRequest], Awaitable]):
+        """Race the members; return ((winner name, result), spans of the others, calls made).
+
+        Members known to be cooling down (an open circuit) are passed over, and the others are
+        asked to say at once if theirs is open. Only when every other member has failed are the
+        cooling ones asked again, as the caller asked: then they wait for their probes, each
+        within its own deadline (unless the caller itself has somewhere else to go).
+        """
         started = self.clock()
-        waiting = list(self.providers)
-        running: dict[asyncio.Task, tuple[str, float]] = {}
+        ready, cooling = self.circuits.order(self.providers, started)
+        spans: list = []
         causes: list[BaseException] = []
-        spans = []
+        launched = 0
+        said_open: list[str] = []
+        if ready:
+            asked = told_at_once(request) if len(self.providers) > 1 else request  # alone: nowhere else to go
+            won, said_open, calls = await self._run(ready, lambda n: start(n, asked), spans, causes)
+            launched += calls
+            if won is not None:
+                return won, spans, launched
+        if not waits_for_circuit(request):
+            for name in cooling:  # passed over without a call: say so, for the caller's fallback
+                err = _cooling_error(name, self.circuits.open_for(name, self.clock()))
+                causes.append(err)
+                spans.append(failed_span(err, name))
+        elif said_open or cooling:
+            won, _, calls = await self._run(said_open + cooling, lambda n: start(n, request), spans, causes)
+            launched += calls
+            if won is not None:
+                return won, spans, launched
+        raise fail_with(AllFailedError(f"race {self.name}", causes), self.kind, self.name, spans,
+                        "every provider failed", self.clock() - started)
+
+    async def _run(self, names: list[str], start: Callable[[str], Awaitable], spans: list, causes: list):
+        """Run starters in hedged order: ((winner, result) or None, members that said their
+        circuit is open, calls made). Failed and cancelled calls add their spans and causes."""
+        waiting = list(names)
+        running: dict[asyncio.Task, tuple[str, float]] = {}
+        said_open: list[str] = []
 
         def launch() -> str:
             name = waiting.pop(0)
@@ -87,16 +121,20 @@ class RaceCoordinator(Coordinator):
                 winner = None
                 for task in [t for t in running if t in done]:  # in launch order: stable traces
                     name, _ = running.pop(task)
-                    if task.exception() is None and winner is None:
+                    err = task.exception()
+                    learn(self.circuits, name, err, self.clock())
+                    if err is None and winner is None:
                         winner = (name, task.result())
-                    elif task.exception() is not None:
-                        causes.append(task.exception())
-                        spans.append(failed_span(task.exception(), name))
+                    elif err is not None:
+                        causes.append(err)
+                        spans.append(failed_span(err, name))
+                        if cooling_for(err) is not None:
+                            said_open.append(name)
                     else:  # a second success in the same instant: it lost, but it was paid for
                         trace = getattr(task.result(), "trace", None)
                         spans.append(trace if trace is not None else cancelled_span(name, 0.0))
                 if winner is not None:
-                    return winner, spans, len(self.providers) - len(waiting)
+                    return winner, said_open, len(names) - len(waiting)
                 while waiting and len(running) == 0:
                     launch()  # everything running failed: the next one goes at once
         finally:
@@ -104,12 +142,11 @@ class RaceCoordinator(Coordinator):
             await cancel_all(running)
             for task, (name, launched_at) in losers:
                 spans.append(cancelled_span(name, self.clock() - launched_at))
-        raise fail_with(AllFailedError(f"race {self.name}", causes), self.kind, self.name, spans,
-                        "every provider failed", self.clock() - started)
+        return None, said_open, len(names) - len(waiting)
 
     async def complete(self, request: ChatRequest) -> Completion:
         started = self.clock()
-        (name, answer), others, launched = await self._race(lambda n: self.resolve(n).complete(request))
+        (name, answer), others, launched = await self._race(request, lambda n, r: self.resolve(n).complete(r))
         return self._finish(answer, name, others, launched, started)
 
     def _finish(self, answer: Completion, name: str, others, launched: int, started: float) -> Completion:
@@ -129,13 +166,13 @@ class RaceCoordinator(Coordinator):
         started = self.clock()
         streams: dict[str, AsyncIterator[Chunk]] = {}
 
-        async def first_piece(name: str):
-            stream = self.resolve(name).stream(request)
+        async def first_piece(name: str, asked: ChatRequest):
+            stream = self.resolve(name).stream(asked)
             streams[name] = stream
             return await anext(stream)
 
         try:
-            (name, first), others, launched = await self._race(first_piece)
+            (name, first), others, launched = await self._race(request, first_piece)
         except BaseException:
             await _close(streams.values())
             raise
@@ -159,3 +196,7 @@ async def _close(streams) -> None:
             await stream.aclose()
         except Exception:  # a loser's stream failing as it closes changes nothing
             pass
+
+
+def _cooling_error(name: str, wait: float) -> CircuitOpenError:
+    return CircuitOpenError(f"passed over: its circuit is open; next try in {wait:.1f}s", provider=name, retry_after=wait)

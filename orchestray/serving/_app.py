@@ -24,19 +24,12 @@ from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestray.actors.quota import KeyQuota, key_quota
-from orchestray.config import Config, load_config, parse_config
-from orchestray.coordinators import build_coordinator
+from orchestray.config import Config, load_config
 from orchestray.errors import ConfigError, OrchestrayError, ProviderUnavailableError, RequestError, UnknownModelError
 from orchestray.messages import ChatRequest, Chunk, Completion
 from orchestray.openai_format import ChatCompletionBody, chunk_body, completion_body, describe_errors, validation_message
 from orchestray.serving._auth import Guard, gateway_keys, open_gateway_refusal, record_spend, secure
-from orchestray.serving._bodies import (
-    CascadeBody,
-    EnsembleBody,
-    RaceBody,
-    TreeOfThoughtBody,
-    openai_error,
-)
+from orchestray.serving._bodies import PATTERN_BODIES, PatternBody, openai_error
 from orchestray.serving._errors import error_response, http_error, openai_error_response as _error, status_of
 from orchestray.serving._messages import messages_response
 from orchestray.serving._responses import ResponsesDoor
@@ -85,9 +78,6 @@ async def _unexpected(request: Request, err: Exception) -> JSONResponse:
 api.add_middleware(Guard)
 
 
-_ADHOC = "adhoc:request"
-
-
 def _sse(data: Any) -> bytes:
     return b"data: " + (data if isinstance(data, bytes) else json.dumps(data).encode()) + b"\n\n"
 
@@ -102,6 +92,18 @@ def models_body(config: Config) -> dict[str, Any]:
               "orchestray": {"kind": "route", "pattern": route.pattern}}
              for name, route in config.routes.items()]
     return {"object": "list", "data": data}
+
+
+def _pattern_endpoint(name: str, body_model: type[PatternBody]):
+    """`POST /v1/patterns/NAME`, as a method of the Gateway (Serve binds routes by qualname)."""
+
+    async def endpoint(self, body, http: Request):
+        return await self._pattern(body, http)
+
+    endpoint.__annotations__ = {"body": body_model, "http": Request}
+    endpoint.__name__ = f"pattern_{name}"
+    endpoint.__qualname__ = f"Gateway.pattern_{name}"
+    return api.post(f"/v1/patterns/{name}", summary=body_model.__doc__.splitlines()[0])(endpoint)
 
 
 @serve.deployment(name="Gateway")
@@ -260,7 +262,7 @@ class Gateway:
 
     # Ad-hoc patterns
 
-    async def _pattern(self, body, http: Request) -> JSONResponse:
+    async def _pattern(self, body: PatternBody, http: Request) -> JSONResponse:
         request_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         try:
             chat = ChatCompletionBody.model_validate(body.chat_body())
@@ -268,34 +270,14 @@ class Gateway:
             raise RequestError(validation_message(err) if hasattr(err, "errors") else str(err)) from None
         request = chat.to_request(request_id)
         route = body.route()
-        for name in route["providers"] + ([route["judge"]] if route.get("judge") else []):
-            if not self.config.has_model(name):
-                raise UnknownModelError(name, self.config.model_names())
         # Validated as a route of the config would be, then run once in this replica.
-        data = self.config.model_dump(mode="json")
-        data["routes"] = {**data["routes"], _ADHOC: route}
-        try:
-            coordinator = build_coordinator(_ADHOC, parse_config(data, "request"), self.models.get)
-        except ConfigError as err:
-            raise RequestError(str(err).replace(f"request: routes.{_ADHOC}.", "")) from None
-        completion = await coordinator.complete(request)
+        completion = await self.models.adhoc(route).complete(request)
         return self._answer(completion, request_id, f"pattern:{route['pattern']}", http)
 
-    @api.post("/v1/patterns/race", summary="Race providers: first success wins, optionally hedged")
-    async def race(self, body: RaceBody, http: Request):
-        return await self._pattern(body, http)
-
-    @api.post("/v1/patterns/ensemble", summary="Parallel calls and a vote")
-    async def ensemble(self, body: EnsembleBody, http: Request):
-        return await self._pattern(body, http)
-
-    @api.post("/v1/patterns/cascade", summary="Cheap first, escalate on low confidence")
-    async def cascade(self, body: CascadeBody, http: Request):
-        return await self._pattern(body, http)
-
-    @api.post("/v1/patterns/tree_of_thought", summary="Tree-of-thought beam search (Game of 24)")
-    async def tree_of_thought(self, body: TreeOfThoughtBody, http: Request):
-        return await self._pattern(body, http)
+    # One endpoint per row of the pattern table, each with its typed body (in /docs).
+    for _name, _body in PATTERN_BODIES.items():
+        vars()[f"pattern_{_name}"] = _pattern_endpoint(_name, _body)
+    del _name, _body
 
 
 def build_app(args: dict[str, str] | None = None):

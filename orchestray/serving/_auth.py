@@ -110,6 +110,16 @@ async def _refusal(scope) -> Any:
     return None
 
 
+def _continue_trace(scope) -> None:
+    """A W3C `traceparent` from the caller becomes the parent of this request's exported spans."""
+    for name, value in scope.get("headers", ()):
+        if name == b"traceparent":
+            from orchestray.telemetry import continue_trace
+
+            continue_trace(value.decode("latin-1"))
+            return
+
+
 class Guard:
     """Body size, bearer keys and per-key caps, checked before routing.
 
@@ -123,6 +133,7 @@ class Guard:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
+            _continue_trace(scope)
             refusal = await _refusal(scope)
             if refusal is not None:
                 if scope.get("path", "").endswith("/v1/messages"):

@@ -23,6 +23,7 @@ from orchestray.errors import (
     ProviderUnavailableError,
     RateLimitedError,
     RequestError,
+    SpendCapError,
     UnknownModelError,
     error_code,
 )
@@ -49,7 +50,7 @@ def status_of(err: BaseException) -> int:
         return 404
     if isinstance(err, RequestError):
         return 413 if error_code(err) == "request_too_large" else 400
-    if isinstance(err, RateLimitedError):
+    if isinstance(err, (RateLimitedError, SpendCapError)):
         return 429
     if isinstance(err, ProviderTimeoutError):
         return 504

@@ -256,6 +256,18 @@ def test_ad_hoc_patterns(gateway):
     assert vote.status_code == 200 and len(vote.json()["orchestray"]["trace"]["children"]) == 3
     ghost = requests.post(f"{gateway}/v1/patterns/cascade", headers=auth(), json={"messages": messages, "providers": ["srv-small", "ghost"]})
     assert ghost.status_code == 404 and "ghost" in ghost.json()["error"]["message"]
+    # Every pattern of the table has its endpoint, with the route's own options.
+    balance = requests.post(f"{gateway}/v1/patterns/balance", headers=auth(), json={"messages": messages, "providers": ["srv-small", "srv-large"]})
+    assert balance.status_code == 200 and balance.json()["orchestray"]["trace"]["kind"] == "balance"
+    routed = requests.post(f"{gateway}/v1/patterns/route", headers=auth(), json={
+        "messages": messages, "rules": [{"task": "arithmetic", "to": "srv-large"}], "default": "srv-small"})
+    assert routed.status_code == 200 and routed.json()["orchestray"]["trace"]["children"][0]["name"] == "srv-large"
+    piped = requests.post(f"{gateway}/v1/patterns/pipeline", headers=auth(), json={
+        "messages": messages, "steps": [{"model": "srv-small"}, {"model": "srv-large", "prompt": "Check: {steps.step0.output}"}]})
+    assert piped.status_code == 200 and piped.json()["orchestray"]["trace"]["kind"] == "pipeline"
+    bad = requests.post(f"{gateway}/v1/patterns/pipeline", headers=auth(), json={
+        "messages": messages, "steps": [{"model": "srv-small", "when": {"step": "ghost", "equals": "x"}}]})
+    assert bad.status_code == 400 and "steps[0].when: no earlier step named 'ghost'" in bad.json()["error"]["message"]
 
 
 def test_two_replicas_hammering_one_limited_provider_stay_under_its_limit(gateway, limited_emulator):

@@ -32,7 +32,7 @@ from orchestray.messages import (
 from orchestray.policies.confidence import escalate_if_agreement_below, escalate_if_below, escalate_if_judge_below
 from orchestray.policies.extraction import extractor
 from orchestray.policies.routing import Router
-from orchestray.serving._bodies import CascadeBody, EnsembleBody
+from orchestray.serving._bodies import PATTERN_BODIES
 
 WEATHER = Tool("get_weather", "The weather in a city", {"type": "object", "properties": {"city": {"type": "string"}}})
 IMAGE = ImagePart("data:image/png;base64,iVBORw0KGgo=")
@@ -403,9 +403,9 @@ async def test_n_runs_through_a_routes_built_from_config():
 
 
 def test_routes_and_pattern_bodies_take_tool_call_and_json_path_extracts():
-    body = EnsembleBody(messages=[{"role": "user", "content": "hi"}], providers=["a"], extract="json", path="answer",
+    body = PATTERN_BODIES["ensemble"](messages=[{"role": "user", "content": "hi"}], providers=["a"], extract="json", path="answer",
                         tools=[{"type": "function", "function": {"name": "f"}}], n=2)
-    cascade = CascadeBody(messages=[{"role": "user", "content": "hi"}], providers=["a", "a"], accept="agreement",
+    cascade = PATTERN_BODIES["cascade"](messages=[{"role": "user", "content": "hi"}], providers=["a", "a"], accept="agreement",
                           extract="tool_call")
     config = parse_config({"providers": [{"name": "a", "kind": "simulated"}],
                            "routes": {"e": body.route(), "c": cascade.route()}})

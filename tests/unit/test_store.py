@@ -10,7 +10,7 @@ import pytest
 from orchestray.config import parse_config
 from orchestray.errors import ConfigError, StoreUnavailableError
 from orchestray.store import MemoryStore, RedisStore, Store, StoreConfig, open_store
-from redis_server import redis_server
+from orchestray.testing import redis_server
 
 
 @pytest.fixture
