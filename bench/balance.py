@@ -25,6 +25,19 @@ sent; and the lines lost (no answer at the end).
     python bench/balance.py                       # N=12,000 at 6,000 + 4,000 + 2,000 rpm
     python bench/balance.py --quick               # N=3,000
     python bench/balance.py --rpm 10000,10000,10000 -n 30000
+    python bench/balance.py --one-emulator        # one emulator process, one quota per API key
+
+With `--one-emulator`, one emulator process stands in for the three keys (`--key-rpm`, each
+key its own quota) and the config lists the keys instead of deployments, as the issue has it:
+
+    providers:
+      - {name: pool, kind: openai, model: sim-small, base_url: http://127.0.0.1:P/v1,
+         api_key_env: [BENCH_KEY_1, BENCH_KEY_2, BENCH_KEY_3], limits: {rpm: R}}
+
+(one `limits` for all, so R is the per-key limit: the keys' limits must be equal there.) Each
+key's admissions then come from the emulator's arrival log. Both forms report the CPU seconds
+each process used over the batch (the emulators, the batch driver, each Ray worker), from
+/proc via psutil, beside the wall time: how close to the two cores' 2 CPU-seconds a second.
 """
 
 from __future__ import annotations
@@ -39,6 +52,7 @@ import time
 import uuid
 from pathlib import Path
 
+import psutil
 import ray
 import yaml
 
@@ -59,6 +73,94 @@ def write_config(path: Path, name: str, emulators: list, rpms: list[int]) -> Non
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
+KEY_ENV = "BENCH_BALANCE_KEY_{}"
+
+
+def write_keyed_config(path: Path, name: str, emulator, rpm: int, keys: int) -> None:
+    data = {"providers": [{"name": name, "kind": "openai", "model": MODEL, "base_url": emulator.openai_base_url,
+                           "api_key_env": [KEY_ENV.format(i + 1) for i in range(keys)], "limits": {"rpm": rpm}}]}  # fmt: skip
+    parse_config(data, str(path), environ={KEY_ENV.format(i + 1): "x" for i in range(keys)})
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+class KeyLog:
+    """One key's admissions per second, from a shared emulator's arrival log (read at the end)."""
+
+    def __init__(self, key: str):
+        self.key = key
+        self.per_second: dict[int, int] = {}
+        self.stats = {"served": 0, "rate_limited": 0, "peak_admitted_per_second": 0}
+
+    @classmethod
+    def from_arrivals(cls, log: dict, keys: list[str]) -> list[KeyLog]:
+        logs = {key: cls(key) for key in keys}
+        names, started = log["keys"], log["started"]
+        for _entered, counted, index, admitted in log["rows"]:
+            one = logs.get(names[index])
+            if one is None:
+                continue
+            if admitted:
+                second = int(counted - started)
+                one.per_second[second] = one.per_second.get(second, 0) + 1
+                one.stats["served"] += 1
+            else:
+                one.stats["rate_limited"] += 1
+        for one in logs.values():
+            one.stats["peak_admitted_per_second"] = max(one.per_second.values(), default=0)
+        return list(logs.values())
+
+
+class CpuMeter:
+    """CPU seconds per process over a span: every process of this machine's user but the others'
+    benchmarks, grouped by what it is (emulator, batch driver, Ray worker, Ray's own)."""
+
+    def __init__(self) -> None:
+        self._before = self._sample()
+        self._machine = psutil.cpu_times()  # /proc/stat: the whole machine, processes we cannot see too
+        self._started = time.monotonic()
+
+    @staticmethod
+    def _sample() -> dict[int, tuple[str, float]]:
+        out = {}
+        for proc in psutil.process_iter(["pid", "cmdline", "cpu_times"]):
+            try:
+                times, cmd = proc.info["cpu_times"], " ".join(proc.info["cmdline"] or [])[:160]
+            except (psutil.Error, TypeError):
+                continue
+            if times is not None:
+                out[proc.info["pid"]] = (cmd, times.user + times.system)
+        return out
+
+    def stop(self) -> dict:
+        wall, after = time.monotonic() - self._started, self._sample()
+        machine = psutil.cpu_times()
+        idle = (machine.idle + machine.iowait) - (self._machine.idle + self._machine.iowait)
+        machine_busy = (sum(machine) - sum(self._machine) - idle) / wall
+        groups: dict[str, float] = {}
+        for pid, (cmd, cpu) in after.items():
+            used = cpu - self._before.get(pid, (cmd, 0.0))[1]
+            if used < 0.05:
+                continue
+            if "orchestray.emulator" in cmd:
+                kind = "emulator"
+            elif "orchestray.cli" in cmd:
+                kind = "batch driver"
+            elif "ray::" in cmd or "default_worker" in cmd:
+                kind = "ray worker " + (cmd.split("ray::", 1)[1].split()[0] if "ray::" in cmd else "")
+            elif any(word in cmd for word in ("raylet", "gcs_server", "ray/", "dashboard")):
+                kind = "ray system"
+            elif pid == os.getpid():
+                kind = "this benchmark"
+            else:
+                kind = "other (not this benchmark)"
+            groups[kind] = groups.get(kind, 0.0) + used
+        total_ours = sum(v for k, v in groups.items() if not k.startswith("other"))
+        return {"wall_s": round(wall, 2), "by_process_kind_s": {k: round(v, 2) for k, v in sorted(groups.items(), key=lambda kv: -kv[1])},
+                "ours_cpu_s": round(total_ours, 2), "ours_cores_busy": round(total_ours / wall, 2),
+                "all_cores_busy": round(sum(groups.values()) / wall, 2),
+                "machine_cores_busy": round(machine_busy, 2)}  # fmt: skip
+
+
 def steady(logs: list[AdmissionLog]) -> tuple[float, int]:
     """Summed admissions per second over the whole seconds strictly between the first and last
     second any emulator admitted in (their clocks start at their resets, made together)."""
@@ -77,11 +179,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=float, default=50.0, help="median latency (default: %(default)s)")
     parser.add_argument("--latency-sigma", type=float, default=1.0, help="lognormal sigma (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="N=3,000")
+    parser.add_argument("--one-emulator", action="store_true", help="one emulator process, a quota per API key (equal limits)")
     parser.add_argument("-o", "--output", type=Path, default=RESULTS, help="JSON results (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.quick:
         args.requests = 3_000
     rpms = [int(r) for r in args.rpm.split(",") if r.strip()]
+    if args.one_emulator and len(set(rpms)) != 1:
+        parser.error("--one-emulator takes equal limits (one `limits` for the listed keys), e.g. --rpm 2400,2400,2400")
+    keys = [f"bench-key-{i + 1}" for i in range(len(rpms))]
+    for i, key in enumerate(keys):
+        os.environ[KEY_ENV.format(i + 1)] = key  # before ray.init: the provider actors read it
     limit_rps = sum(rpms) / 60.0
     ideal_s = args.requests / limit_rps
     timeout_s = max(300.0, 8 * ideal_s)
@@ -100,7 +208,10 @@ def main(argv: list[str] | None = None) -> int:
         ray.init(address="local", num_cpus=2, include_dashboard=False, namespace="orchestray", logging_level="WARNING")
         gcs_address = ray.get_runtime_context().gcs_address
         with contextlib.ExitStack() as stack:
+            shared = dict(limit_mode=args.limit_mode, latency_ms=args.latency_ms, latency_sigma=args.latency_sigma)
             emulators = [
+                stack.enter_context(run_in_process(EmulatorOptions(key_rpm=tuple(zip(keys, rpms)), log_arrivals=True, **shared)))
+            ] if args.one_emulator else [
                 stack.enter_context(
                     run_in_process(
                         EmulatorOptions(rpm=rpm, limit_mode=args.limit_mode, latency_ms=args.latency_ms,
@@ -110,17 +221,25 @@ def main(argv: list[str] | None = None) -> int:
                 for i, rpm in enumerate(rpms)
             ]
             write_input(source, args.requests, name)
-            write_config(config, name, emulators, rpms)
+            if args.one_emulator:
+                write_keyed_config(config, name, emulators[0], rpms[0], len(rpms))
+            else:
+                write_config(config, name, emulators, rpms)
             command = [sys.executable, "-m", "orchestray.cli", "batch", str(source), "-o", str(output), "--config", str(config),
                        "--address", gcs_address, "-q"]  # fmt: skip
             for emulator in emulators:
                 emulator.reset()
             logs = [AdmissionLog(e) for e in emulators]
+            meter = CpuMeter()
             print(f"{args.requests} lines over {len(rpms)} keys at {' + '.join(map(str, rpms))} rpm, ideal {ideal_s:.1f}s", flush=True)
             try:
                 with (workdir / "stdout.txt").open("wb") as out, (workdir / "stderr.txt").open("wb") as err:
                     code, process_wall, _, _ = run_measured(command, timeout_s, out, err, on_tick=lambda: [log.tick() for log in logs])
+                cpu = meter.stop()
                 stats = [log.tick(final=True) for log in logs]
+                if args.one_emulator:
+                    logs = KeyLog.from_arrivals(emulators[0].arrivals(), keys)
+                    stats = [log.stats for log in logs]
             finally:
                 for i in range(len(rpms)):
                     kill_actor(f"{name}:{i + 1}")
@@ -139,9 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     wall = summary["wall_s"]
     served = sum(s["served"] for s in stats)
     rate_limited = sum(s["rate_limited"] for s in stats)
-    keys = []
+    key_rows = []
     for i, (rpm, s) in enumerate(zip(rpms, stats)):
-        keys.append({
+        key_rows.append({
             "key": f"{name}:{i + 1}", "rpm": rpm, "limit_share": round(rpm / sum(rpms), 4),
             "served": s["served"], "served_share": round(s["served"] / max(1, served), 4),
             "rate_limited": s["rate_limited"], "peak_admitted_per_second": s["peak_admitted_per_second"],
@@ -162,11 +281,12 @@ def main(argv: list[str] | None = None) -> int:
         "overall_fraction": round(answered / wall / limit_rps, 4),
         "rate_limited": rate_limited,
         "rate_limited_fraction": round(rate_limited / args.requests, 5),
-        "keys": keys,
+        "keys": key_rows,
+        "cpu": cpu,
     }
 
     rows = [("key", "rpm", "share of limit %", "share of calls %", "429s", "peak 1 s")]
-    for k in keys:
+    for k in key_rows:
         rows.append((k["key"], str(k["rpm"]), f"{100 * k['limit_share']:.1f}", f"{100 * k['served_share']:.1f}",
                      str(k["rate_limited"]), str(k["peak_admitted_per_second"])))  # fmt: skip
     print()
@@ -177,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         f"of the summed {limit_rps:g}/s, overall {100 * result['overall_fraction']:.1f}%; {rate_limited} 429s "
         f"({100 * result['rate_limited_fraction']:.2f}%), {result['lost']} lost"
     )
+    print(f"CPU over the batch ({cpu['wall_s']}s): ours {cpu['ours_cpu_s']}s = {cpu['ours_cores_busy']} cores busy, "
+          f"all we can see {cpu['all_cores_busy']}, the machine (/proc/stat) {cpu['machine_cores_busy']} of 2: " + ", ".join(f"{k} {v}s" for k, v in cpu["by_process_kind_s"].items()))
     targets = {
         "steady_fraction": {"value": result["steady_fraction"], "target": ">= 0.97", "passed": result["steady_fraction"] >= 0.97},
         "rate_limited_fraction": {"value": result["rate_limited_fraction"], "target": "<= 0.001", "passed": result["rate_limited_fraction"] <= 0.001},
@@ -189,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_before": [round(x, 2) for x in load],
         "other_processes": neighbours,
         "settings": {
-            "requests": args.requests, "rpm": rpms, "limit_mode": args.limit_mode,
+            "requests": args.requests, "rpm": rpms, "limit_mode": args.limit_mode, "one_emulator": args.one_emulator,
             "latency_ms_median": args.latency_ms, "latency_sigma": args.latency_sigma,
             "driver": "orchestray batch CLI subprocess, default 512 in flight",
         },  # fmt: skip

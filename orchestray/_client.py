@@ -220,6 +220,7 @@ class AsyncClient:
         max_in_flight: int | None = None,
         retry_errors: bool = False,
         max_cost: float | None = None,
+        provider_batch: bool = False,
     ) -> AsyncIterator[OutputRecord]:
         """Run many requests; yield each one's record (OpenAI Batch output) as it finishes.
 
@@ -230,8 +231,13 @@ class AsyncClient:
         `model` sends every request to that provider or route. The batch command's engine:
         bounded in flight, one record per request, a bad one included. `max_cost` (US dollars)
         stops starting requests once this run has spent it; those left yield nothing and are
-        answered by a rerun on the same `output`.
+        answered by a rerun on the same `output`. `provider_batch=True` sends the calls to
+        openai- and anthropic-kind providers through their batch APIs, at their batch price,
+        patterns as rounds (`orchestray.provider_batch`); `max_cost` is refused with it, since
+        a batch's price is spent when it is submitted, not call by call.
         """
+        if provider_batch and max_cost is not None:
+            raise ValueError("max_cost= does not apply with provider_batch=True: a provider batch is paid as a whole")
         registry = await self._models()
         options = BatchOptions(
             route=model,
@@ -248,9 +254,18 @@ class AsyncClient:
                 await asyncio.to_thread(write_request_lines, requests, source)
             target = Path(output) if output is not None else Path(scratch) / "output.jsonl"
             finished: asyncio.Queue = asyncio.Queue()
-            job = asyncio.ensure_future(
-                run_batch(source, target, registry.get, registry.knows, options, on_record=finished.put_nowait)
-            )
+            if provider_batch:
+                from orchestray.provider_batch import ProviderBatchOptions, run_provider_batch
+
+                async def live() -> Registry:
+                    return registry
+
+                batch_options = ProviderBatchOptions(route=model, retry_errors=retry_errors, progress=progress)
+                running = run_provider_batch(source, target, self.config, live, batch_options,
+                                             on_record=finished.put_nowait)
+            else:
+                running = run_batch(source, target, registry.get, registry.knows, options, on_record=finished.put_nowait)
+            job = asyncio.ensure_future(running)
             job.add_done_callback(lambda _: finished.put_nowait(None))
             try:
                 while (record := await finished.get()) is not None:

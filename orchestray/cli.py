@@ -26,6 +26,12 @@ def _batch(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         max_cost=args.max_cost,
     )
+    if args.provider_batch:
+        from orchestray.provider_batch._cli import run_job
+
+        result = run_job(args, config)
+        print(f"summary written to {write_summary(result, args.output)}")
+        return 0 if result.failed == 0 and result.invalid == 0 else 3
     result = run_batch_job(args.input, args.output, config, options, address=args.address, workers=args.workers)
     print(format_summary(result))
     print(f"summary written to {write_summary(result, args.output)}")
@@ -79,7 +85,13 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--max-cost", type=float, metavar="USD",
                        help="stop starting lines once this run has spent USD (in flight finish); a rerun resumes")
     batch.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    batch.add_argument("--provider-batch", action="store_true",
+                       help="through the providers' own batch APIs at their batch price; patterns run as rounds")
+    batch.add_argument("--poll-s", type=float, help="--provider-batch: seconds between looks at a batch")
     batch.set_defaults(run=_batch)
+    from orchestray.provider_batch._cli import add_batches_command
+
+    add_batches_command(commands)
 
     emulate = commands.add_parser(
         "emulate",

@@ -61,9 +61,24 @@ class LimitsConfig(_Strict):
 class PriceConfig(_Strict):
     input_per_1k: float = Field(default=0.0, ge=0)
     output_per_1k: float = Field(default=0.0, ge=0)
+    batch_discount: float = Field(default=0.5, ge=0, le=1, description="the batch APIs' price, as a share of the live one")
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         return (input_tokens * self.input_per_1k + output_tokens * self.output_per_1k) / 1000.0
+
+    def batch_cost(self, input_tokens: int, output_tokens: int) -> float:
+        return self.cost(input_tokens, output_tokens) * self.batch_discount
+
+
+class ProviderBatchConfig(_Strict):
+    """The provider's batch API (`orchestray batch --provider-batch`): caps per batch (None: the
+    provider's own, OpenAI 50,000 requests / 200 MB, Anthropic 100,000 / 256 MB), the requests
+    that may wait in its queue at once, and how often to look at a batch."""
+
+    max_requests: int | None = Field(default=None, gt=0)
+    max_bytes: int | None = Field(default=None, gt=0)
+    queue_requests: int | None = Field(default=None, gt=0)
+    poll_s: float = Field(default=30.0, gt=0)
 
 
 class SimulatedConfig(_Strict):
@@ -104,6 +119,7 @@ class ProviderConfig(_Strict):
     # out for that model from then on (the trace's `dropped` says so); false passes the 400 on.
     drop_deprecated_sampling: bool = True
     cache: CachePolicy | None = None  # this provider's say over the response cache (orchestray.cache)
+    batch: ProviderBatchConfig = ProviderBatchConfig()  # its batch API (orchestray.provider_batch)
 
     @model_validator(mode="before")
     @classmethod

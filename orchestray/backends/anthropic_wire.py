@@ -89,6 +89,14 @@ class AnthropicBackend:
     def _check(self, request: ChatRequest) -> None:
         refuse_unsupported(request, self.name, "anthropic", _SUPPORTED)
 
+    def params(self, request: ChatRequest) -> dict[str, Any]:
+        """The Messages API body this backend sends for a request (a batch request's `params`)."""
+        self._check(request)
+        if request.n != 1:
+            raise RequestError(f"n: more than one choice is not supported in batches by provider {self.name!r} "
+                               "(anthropic)", param="n")
+        return request_body(request, self.model, sampling=self.model not in self._without_sampling)
+
     async def complete(self, request: ChatRequest) -> Reply:
         self._check(request)
         if request.n == 1:

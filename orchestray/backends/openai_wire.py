@@ -15,7 +15,7 @@ from orchestray.errors import ProviderUnavailableError
 from orchestray.messages import ChatRequest, Choice, Chunk, ToolCall, ToolCallDelta
 from orchestray.openai_format import request_params
 
-__all__ = ["OpenAIBackend"]
+__all__ = ["OpenAIBackend", "reply_from_completion"]
 
 _FINISH = {"stop": "stop", "length": "length", "content_filter": "content_filter", "tool_calls": "tool_calls",
            "function_call": "tool_calls"}
@@ -143,6 +143,33 @@ class _StreamedChoice:
                       tool_calls=calls, logprobs=logprobs, finish_reason=self.finish_reason)
 
 
+def reply_from_completion(body: bytes, provider: str, model: str, quota=None) -> Reply:
+    """A chat completion's JSON as a Reply: a live answer's body, or one line of a batch's output."""
+    try:
+        response = _decode_completion(body)
+    except msgspec.DecodeError as err:
+        raise ProviderUnavailableError(f"the answer is not a chat completion: {err}", provider=provider) from None
+    if not response.choices:
+        raise ProviderUnavailableError("the answer has no choices", provider=provider)
+    choices = sorted(response.choices, key=lambda c: c.index)
+    first = _choice(choices[0], 0)
+    input_tokens, output_tokens, cached, reasoning = _usage_counts(response.usage)
+    return Reply(
+        text=first.content,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        finish_reason=first.finish_reason,
+        model=response.model or model,
+        quota=quota,
+        tool_calls=first.tool_calls,
+        refusal=first.refusal,
+        logprobs=first.logprobs,
+        more_choices=tuple(_choice(c, i) for i, c in enumerate(choices[1:], start=1)),
+        cached_tokens=cached,
+        reasoning_tokens=reasoning,
+    )
+
+
 class OpenAIBackend:
     def __init__(self, config: ProviderConfig, api_key: str | None, client: openai.AsyncOpenAI | None = None):
         self.name = config.name
@@ -182,29 +209,7 @@ class OpenAIBackend:
             body = await raw.read()
         except openai.OpenAIError as err:
             raise from_sdk_error(err, openai, self.name, self._secrets) from None
-        try:
-            response = _decode_completion(body)
-        except msgspec.DecodeError as err:
-            raise ProviderUnavailableError(f"the answer is not a chat completion: {err}", provider=self.name) from None
-        if not response.choices:
-            raise ProviderUnavailableError("the answer has no choices", provider=self.name)
-        choices = sorted(response.choices, key=lambda c: c.index)
-        first = _choice(choices[0], 0)
-        input_tokens, output_tokens, cached, reasoning = _usage_counts(response.usage)
-        return Reply(
-            text=first.content,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            finish_reason=first.finish_reason,
-            model=response.model or self.model,
-            quota=parse_quota(raw.headers),
-            tool_calls=first.tool_calls,
-            refusal=first.refusal,
-            logprobs=first.logprobs,
-            more_choices=tuple(_choice(c, i) for i, c in enumerate(choices[1:], start=1)),
-            cached_tokens=cached,
-            reasoning_tokens=reasoning,
-        )
+        return reply_from_completion(body, self.name, self.model, parse_quota(raw.headers))
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[str | Chunk | Reply]:
         """Choice 0's text as str; its tool-call and refusal pieces, and every piece of the other

@@ -42,6 +42,16 @@ class EmulatorOptions:
     seed: int = 0
     api_key: str | None = None
     reject_sampling: tuple[str, ...] = ()
+    key_rpm: tuple[tuple[str, int], ...] = ()  # keys with a quota of their own (see _keys)
+    log_arrivals: bool = False  # keep every call's arrival for GET /arrivals
+    # The batch APIs (see _batches): how long a batch takes, what share of its requests expire or
+    # error, caps per batch (None: the providers' own), and requests that may wait at once.
+    batch_turnaround_s: float = 2.0
+    batch_expire_rate: float = 0.0
+    batch_error_rate: float = 0.0
+    batch_max_requests: int | None = None
+    batch_max_bytes: int | None = None
+    batch_queue_requests: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("rpm", "tpm"):
@@ -54,12 +64,23 @@ class EmulatorOptions:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be within 0..1, got {value}")
+        if not 0.0 <= self.batch_expire_rate + self.batch_error_rate <= 1.0 or min(self.batch_expire_rate, self.batch_error_rate) < 0:
+            raise ValueError("batch_expire_rate and batch_error_rate must be within 0..1 together")
+        if self.batch_turnaround_s < 0:
+            raise ValueError(f"batch_turnaround_s must be >= 0, got {self.batch_turnaround_s}")
+        for name in ("batch_max_requests", "batch_max_bytes", "batch_queue_requests"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive (or None), got {value}")
         if self.fault_rate + self.hang_rate > 1.0:
             raise ValueError("fault_rate + hang_rate must not exceed 1")
         if self.latency_ms is not None and self.latency_ms < 0:
             raise ValueError(f"latency_ms must be >= 0, got {self.latency_ms}")
         if self.latency_sigma < 0 or self.ms_per_output_token < 0 or self.hang_s < 0:
             raise ValueError("latency_sigma, ms_per_output_token and hang_s must be >= 0")
+        for key, limit in self.key_rpm:
+            if not key or limit <= 0:
+                raise ValueError(f"key_rpm needs a key and a positive limit, got {key!r}={limit}")
         if self.error_status is not None and not 400 <= self.error_status <= 599:
             raise ValueError(f"error_status must be an HTTP error status, got {self.error_status}")
 
@@ -119,6 +140,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="this Anthropic model answers 400 \"`temperature` is deprecated for this model\" to "
         "temperature/top_p/top_k, as Anthropic's newest do; repeatable, '*' for every model",
     )
+    add("--batch-turnaround-s", type=float, default=default.batch_turnaround_s,
+        help="how long a provider batch takes to end (default: %(default)s)")
+    add("--batch-expire-rate", type=float, default=0.0, help="fraction of batch requests that come back expired")
+    add("--batch-error-rate", type=float, default=0.0, help="fraction of batch requests that come back errored (500)")
+    add("--batch-max-requests", type=int, default=None, help="requests per batch at most (default: the provider's)")
+    add("--batch-max-bytes", type=int, default=None, help="bytes per batch at most (default: the provider's)")
+    add("--batch-queue-requests", type=int, default=None, help="requests that may wait in unended batches at once")
+    add(
+        "--key-rpm",
+        action="append",
+        default=[],
+        type=_key_rpm,
+        metavar="KEY=RPM",
+        help="calls with this API key get a requests-per-minute quota of their own (a test key: it "
+        "shows in the process listing); repeatable",
+    )
+    add("--log-arrivals", action="store_true", help="keep every call's arrival time for GET /arrivals")
     add(
         "--api-key",
         default=os.environ.get(API_KEY_ENV) or None,
@@ -144,7 +182,25 @@ def options_from_args(args: argparse.Namespace) -> EmulatorOptions:
         seed=args.seed,
         api_key=args.api_key,
         reject_sampling=tuple(args.reject_sampling),
+        key_rpm=tuple(args.key_rpm),
+        log_arrivals=args.log_arrivals,
+        batch_turnaround_s=args.batch_turnaround_s,
+        batch_expire_rate=args.batch_expire_rate,
+        batch_error_rate=args.batch_error_rate,
+        batch_max_requests=args.batch_max_requests,
+        batch_max_bytes=args.batch_max_bytes,
+        batch_queue_requests=args.batch_queue_requests,
     )
+
+
+def _key_rpm(text: str) -> tuple[str, int]:
+    key, sep, limit = text.rpartition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=RPM, got {text!r}")
+    try:
+        return key, int(limit)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected KEY=RPM with a whole number, got {text!r}") from None
 
 
 def options_to_args(options: EmulatorOptions) -> list[str]:
@@ -158,6 +214,9 @@ def options_to_args(options: EmulatorOptions) -> list[str]:
         "--rpm": options.rpm,
         "--tpm": options.tpm,
         "--error-status": options.error_status,
+        "--batch-max-requests": options.batch_max_requests,
+        "--batch-max-bytes": options.batch_max_bytes,
+        "--batch-queue-requests": options.batch_queue_requests,
     }
     for flag, value in optional.items():
         if value is not None:
@@ -170,7 +229,14 @@ def options_to_args(options: EmulatorOptions) -> list[str]:
         "--hang-rate", repr(options.hang_rate),
         "--hang-s", repr(options.hang_s),
         "--seed", str(options.seed),
+        "--batch-turnaround-s", repr(options.batch_turnaround_s),
+        "--batch-expire-rate", repr(options.batch_expire_rate),
+        "--batch-error-rate", repr(options.batch_error_rate),
     ]  # fmt: skip
     for model in options.reject_sampling:
         args += ["--reject-sampling", model]
+    for key, limit in options.key_rpm:
+        args += ["--key-rpm", f"{key}={limit}"]
+    if options.log_arrivals:
+        args.append("--log-arrivals")
     return args

@@ -94,6 +94,10 @@ class EmulatorHandle:
     def stats(self) -> dict:
         return self._call("GET", "/stats")
 
+    def arrivals(self) -> dict:
+        """Every call since the last reset, when started with `log_arrivals` (see `_keys`)."""
+        return self._call("GET", "/arrivals")
+
     def reset(self) -> dict:
         return self._call("POST", "/reset", {})
 

@@ -14,7 +14,9 @@ from aiohttp import web
 
 from orchestray.simulated import DEFAULT_PROFILES, SimAnswer, SimProfile, SimulatedModel
 
+from ._batches import BatchDesk
 from ._options import EmulatorOptions
+from ._keys import ArrivalLog, KeyedQuotas, key_of
 from ._quota import Quotas
 from ._sampling import deprecated_sampling
 from ._wire import ANTHROPIC, OPENAI, Call, Dialect, WireError
@@ -114,6 +116,14 @@ class _ConfigChange(msgspec.Struct, forbid_unknown_fields=True):
     hang_s: float | msgspec.UnsetType = msgspec.UNSET
     seed: int | msgspec.UnsetType = msgspec.UNSET
     reject_sampling: tuple[str, ...] | msgspec.UnsetType = msgspec.UNSET
+    key_rpm: tuple[tuple[str, int], ...] | msgspec.UnsetType = msgspec.UNSET
+    log_arrivals: bool | msgspec.UnsetType = msgspec.UNSET
+    batch_turnaround_s: float | msgspec.UnsetType = msgspec.UNSET
+    batch_expire_rate: float | msgspec.UnsetType = msgspec.UNSET
+    batch_error_rate: float | msgspec.UnsetType = msgspec.UNSET
+    batch_max_requests: int | None | msgspec.UnsetType = msgspec.UNSET
+    batch_max_bytes: int | None | msgspec.UnsetType = msgspec.UNSET
+    batch_queue_requests: int | None | msgspec.UnsetType = msgspec.UNSET
 
 
 _decode_config = msgspec.json.Decoder(_ConfigChange).decode
@@ -131,12 +141,14 @@ class Emulator:
         self.options = options or EmulatorOptions()
         self._stats = _Stats()
         self._in_flight = 0  # a gauge, so it lives outside the stats a reset replaces
-        self._quotas = Quotas(self.options.rpm, self.options.tpm, self.options.limit_mode)
+        self._quotas = self._new_quotas(self.options)
+        self._arrivals = ArrivalLog()
         self._models: dict[str, SimulatedModel] = {}
         self._rng = random.Random(self.options.seed)
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.base_url = ""
+        self.batches = BatchDesk(self)  # the batch APIs: their own counts, never the live limits
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -149,7 +161,7 @@ class Emulator:
         return self.base_url
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app = web.Application(client_max_size=300 * 1024 * 1024)  # batch uploads reach 256 MB
         chat_openai = self._handler(OPENAI)
         chat_anthropic = self._handler(ANTHROPIC)
         app.router.add_post("/v1/chat/completions", chat_openai)
@@ -159,8 +171,10 @@ class Emulator:
         app.router.add_get("/models", self._list_models)
         app.router.add_get("/health", self._health)
         app.router.add_get("/stats", self._get_stats)
+        app.router.add_get("/arrivals", self._get_arrivals)
         app.router.add_post("/reset", self._post_reset)
         app.router.add_post("/config", self._post_config)
+        self.batches.add_routes(app)
         return app
 
     async def start(self) -> str:
@@ -199,12 +213,22 @@ class Emulator:
     # --- control --------------------------------------------------------------------------------
 
     def stats(self) -> dict:
-        return self._stats.as_dict(self._in_flight)
+        return {**self._stats.as_dict(self._in_flight), "batches": self.batches.stats()}
 
     def reset(self) -> None:
         """Zero the counters and refill every rate-limit bucket."""
         self._stats = _Stats(self._in_flight)
-        self._quotas = Quotas(self.options.rpm, self.options.tpm, self.options.limit_mode)
+        self.batches.reset()
+        self._quotas = self._new_quotas(self.options)
+        self._arrivals = ArrivalLog()
+
+    @staticmethod
+    def _new_quotas(options: EmulatorOptions) -> KeyedQuotas:
+        return KeyedQuotas(options.rpm, options.tpm, options.limit_mode, options.key_rpm)
+
+    def arrivals(self) -> dict:
+        """Every call since the last reset (with `log_arrivals`): see `_keys.ArrivalLog`."""
+        return self._arrivals.as_dict(self._stats.started)
 
     def configure(self, **changes) -> EmulatorOptions:
         """Change settings while running (host, port and api_key excepted)."""
@@ -213,8 +237,8 @@ class Emulator:
             raise ValueError(f"cannot change {', '.join(sorted(fixed))} while running")
         old = self.options
         self.options = new = old.with_changes(**changes)
-        if (new.rpm, new.tpm, new.limit_mode) != (old.rpm, old.tpm, old.limit_mode):
-            self._quotas = Quotas(new.rpm, new.tpm, new.limit_mode)
+        if (new.rpm, new.tpm, new.limit_mode, new.key_rpm) != (old.rpm, old.tpm, old.limit_mode, old.key_rpm):
+            self._quotas = self._new_quotas(new)
         if new.seed != old.seed:
             self._rng = random.Random(new.seed)
         self._models.clear()  # profiles depend on latency, accuracy and seed
@@ -238,12 +262,13 @@ class Emulator:
 
     def _handler(self, dialect: Dialect):
         async def handle(request: web.Request) -> web.StreamResponse:
+            entered = time.monotonic()
             self._in_flight += 1
             stats = self._stats
             if self._in_flight > stats.peak_concurrency:
                 stats.peak_concurrency = self._in_flight
             try:
-                return await self._chat(request, dialect, stats)
+                return await self._chat(request, dialect, stats, entered)
             finally:
                 self._in_flight -= 1
 
@@ -253,7 +278,7 @@ class Emulator:
         body = dialect.error(status, message, **kw)
         return web.Response(status=status, body=body, content_type=_JSON, headers=headers)
 
-    async def _chat(self, http: web.Request, dialect: Dialect, stats: _Stats) -> web.StreamResponse:
+    async def _chat(self, http: web.Request, dialect: Dialect, stats: _Stats, entered: float) -> web.StreamResponse:
         total = stats.total
         total.requests += 1
         options = self.options
@@ -275,16 +300,20 @@ class Emulator:
         per_model.requests += 1
         input_tokens = call.request.prompt_tokens()  # images, tools and schemas count too
         now = time.monotonic()
-        refused = self._refuse(dialect, model_name, input_tokens + call.max_output, now)
+        key = key_of(http.headers)
+        quotas = self._quotas.for_key(key)
+        refused = self._refuse(quotas, dialect, model_name, input_tokens + call.max_output, now)
+        if options.log_arrivals:
+            self._arrivals.add(entered, now, key, refused is None)
         if refused is not None:
             stats.count("too_large" if refused.status == 413 else "rate_limited", per_model)
             return refused
         stats.admitted(now)
-        headers = dialect.quota_headers(self._quotas.states(model_name, now), time.time())
+        headers = dialect.quota_headers(quotas.states(model_name, now), time.time())
 
         # Output tokens reserved at admission and not produced go back to the bucket, whatever
         # way this request ends (answered, fault, hang, client gone).
-        quotas, produced = self._quotas, 0
+        produced = 0
         try:
             roll = self._rng.random() if options.fault_rate or options.hang_rate else 1.0
             if roll < options.fault_rate:
@@ -308,9 +337,8 @@ class Emulator:
         finally:
             quotas.refund_tokens(model_name, call.max_output - produced, now, time.monotonic())
 
-    def _refuse(self, dialect: Dialect, model: str, cost: int, now: float) -> web.Response | None:
-        """Admit the request against the model's quotas, or say why not (413, 429)."""
-        quotas = self._quotas
+    def _refuse(self, quotas: Quotas, dialect: Dialect, model: str, cost: int, now: float) -> web.Response | None:
+        """Admit the request against the model's quotas (the key's), or say why not (413, 429)."""
         if quotas.too_large(cost):
             message = (
                 f"request too large for {model!r}: about {cost} tokens (prompt plus max_tokens), "
@@ -408,6 +436,9 @@ class Emulator:
 
     async def _get_stats(self, request: web.Request) -> web.Response:
         return web.Response(body=_encode(self.stats()), content_type=_JSON)
+
+    async def _get_arrivals(self, request: web.Request) -> web.Response:
+        return web.Response(body=_encode(self.arrivals()), content_type=_JSON)
 
     async def _post_reset(self, request: web.Request) -> web.Response:
         self.reset()

@@ -80,6 +80,8 @@ async def test_hedging_adds_no_more_calls_than_expected(ray_session):
         }
         directory, s = setup(ray_session, emus, routes)
         try:
+            # Every provider actor up first: a primary still starting under load loses to its hedge.
+            await asyncio.gather(*(directory.get(f"{name}-{s}").stats() for name in emus))
             await asyncio.gather(*(directory.get(f"quick-{s}").complete(question(f"What is {i} * 3?")) for i in range(10)))
             assert emus["primary"].stats()["served"] == 10 and emus["backup"].stats()["served"] == 0
             answers = await asyncio.gather(*(directory.get(f"stuck-{s}").complete(question(f"What is {i} * 5?")) for i in range(10)))

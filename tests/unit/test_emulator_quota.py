@@ -48,3 +48,63 @@ def test_tokens_refunded_and_an_oversized_request_into_an_empty_window(mode):
 def test_an_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="sliding, fixed, bucket"):
         Quotas(rpm=60, tpm=None, mode="leaky")
+
+
+def test_each_listed_key_has_a_quota_of_its_own():
+    from orchestray.emulator._keys import KeyedQuotas
+
+    quotas = KeyedQuotas(rpm=60, tpm=None, mode="sliding", key_rpm=(("a", 600), ("b", 120)))
+    a, b, other = quotas.for_key("a"), quotas.for_key("b"), quotas.for_key("anyone")
+    assert [a.admit("m", 1, 0.0) for _ in range(11)].count(None) == 10  # 10 a second
+    assert [b.admit("m", 1, 0.0) for _ in range(3)].count(None) == 2  # 2 a second, apart from a's
+    assert [other.admit("m", 1, 0.0) for _ in range(2)].count(None) == 1  # the default: 1 a second
+    assert quotas.for_key("someone else") is other  # unlisted keys share the default quota
+
+
+def test_the_key_is_read_from_either_header():
+    from orchestray.emulator._keys import key_of
+
+    assert key_of({"Authorization": "Bearer k1"}) == "k1"
+    assert key_of({"x-api-key": "k2", "Authorization": "Bearer k1"}) == "k2"
+    assert key_of({}) == ""
+
+
+def test_key_limits_survive_the_command_line():
+    import argparse
+
+    from orchestray.emulator._options import EmulatorOptions, add_arguments, options_from_args, options_to_args
+
+    options = EmulatorOptions(rpm=60, key_rpm=(("k=1", 600), ("k2", 120)), log_arrivals=True)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    again = options_from_args(parser.parse_args(options_to_args(options)))
+    assert again.key_rpm == options.key_rpm and again.log_arrivals
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--key-rpm", "no-limit"])
+    with pytest.raises(ValueError, match="positive"):
+        EmulatorOptions(key_rpm=(("k", 0),))
+
+
+async def test_an_emulator_limits_keys_apart_and_logs_each_arrival():
+    import aiohttp
+
+    from orchestray.emulator import Emulator, EmulatorOptions
+
+    options = EmulatorOptions(rpm=60, limit_mode="fixed", key_rpm=(("fast", 600),), log_arrivals=True)
+    body = {"model": "sim-small", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
+    async with Emulator(options) as emulator, aiohttp.ClientSession() as session:
+
+        async def status(key: str) -> int:
+            headers = {"Authorization": f"Bearer {key}"}
+            async with session.post(f"{emulator.openai_base_url}/chat/completions", json=body, headers=headers) as response:
+                return response.status
+
+        fast = [await status("fast") for _ in range(3)]
+        slow = [await status("slow") for _ in range(2)]
+        log = emulator.arrivals()
+    # Unless the calendar second turned in between, "fast" has 10 a second and "slow" 1.
+    assert fast.count(200) == 3 and slow[0] == 200
+    assert log["keys"] == ["fast", "slow"]
+    rows = log["rows"]
+    assert [(r[2], r[3]) for r in rows][:4] == [(0, 1), (0, 1), (0, 1), (1, 1)]
+    assert all(log["started"] <= entered <= counted for entered, counted, _, _ in rows)

@@ -1,0 +1,187 @@
+"""`orchestray batch --provider-batch`: the real openai and anthropic SDKs against the emulator's
+batch APIs. No Ray starts here: every line goes to a batch-API provider."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestray import AsyncClient, LocalRuntime
+from orchestray.config import parse_config
+from orchestray.emulator import Emulator, EmulatorOptions, run_in_thread
+from orchestray.provider_batch import ProviderBatchOptions, run_provider_batch
+from orchestray.provider_batch._journal import journal_path
+
+pytestmark = pytest.mark.integration
+
+PRICE = {"input_per_1k": 0.001, "output_per_1k": 0.002}
+
+
+def _config(emu, **batch) -> dict:
+    batch.setdefault("poll_s", 0.05)
+    os.environ["ORCHESTRAY_TEST_KEY"] = "test-key"
+    providers = [
+        {"name": "gpt-mini", "kind": "openai", "model": "sim-small", "base_url": emu.openai_base_url,
+         "api_key_env": "ORCHESTRAY_TEST_KEY", "price": PRICE, "batch": batch, "max_retries": 3},
+        {"name": "claude", "kind": "anthropic", "model": "sim-medium", "base_url": emu.anthropic_base_url,
+         "api_key_env": "ORCHESTRAY_TEST_KEY", "price": PRICE, "batch": batch, "max_retries": 3},
+    ]
+    routes = {
+        "vote": {"pattern": "ensemble", "providers": ["gpt-mini", "claude"], "samples": 2},
+        "cheap": {"pattern": "cascade", "providers": ["gpt-mini", "claude"], "threshold": 0.8},
+    }
+    return {"providers": providers, "routes": routes}
+
+
+def _write_input(path: Path, n: int, models: list[str]) -> None:
+    with path.open("w") as f:
+        for i in range(n):
+            body = {"model": models[i % len(models)], "messages": [{"role": "user", "content": f"What is {i} + {i % 7}?"}]}
+            f.write(json.dumps({"custom_id": f"q{i}", "method": "POST", "url": "/v1/chat/completions", "body": body}) + "\n")
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+async def _no_live():
+    raise AssertionError("no line of this job should run live")
+
+
+async def test_2000_lines_make_no_live_call_and_cost_half(tmp_path):
+    source = tmp_path / "in.jsonl"
+    _write_input(source, 2000, ["gpt-mini", "claude"])
+    async with Emulator(EmulatorOptions(batch_turnaround_s=0.2)) as emu:
+        config = parse_config(_config(emu))
+        result = await run_provider_batch(source, tmp_path / "out.jsonl", config, _no_live,
+                                          ProviderBatchOptions(poll_s=0.1, progress=False))
+        stats = emu.stats()
+        assert stats["requests"] == 0  # not one live call
+        assert stats["batches"]["requests"] == 2000 and stats["batches"]["paid_twice"] == 0
+        records = _records(tmp_path / "out.jsonl")
+        assert sorted(r["custom_id"] for r in records) == sorted(f"q{i}" for i in range(2000))
+        assert all(r["error"] is None and r["response"]["body"]["object"] == "chat.completion" for r in records)
+
+        # The same job live, on the same emulator: the batch run costs half.
+        async with AsyncClient(config, runtime=LocalRuntime()) as client:
+            live = [r async for r in client.batch(source, tmp_path / "live.jsonl")]
+        assert len(live) == 2000 and emu.stats()["requests"] == 2000
+    live_summary = json.loads((tmp_path / "live.jsonl").read_text().splitlines()[0])  # a record, for its shape
+    assert set(live_summary) == set(records[0])
+    tokens_in = sum(r["response"]["body"]["usage"]["prompt_tokens"] for r in records)
+    tokens_out = sum(r["response"]["body"]["usage"]["completion_tokens"] for r in records)
+    live_price = (tokens_in * PRICE["input_per_1k"] + tokens_out * PRICE["output_per_1k"]) / 1000
+    assert result.cost == pytest.approx(live_price * 0.5)
+    live_tokens = [r["response"]["body"]["usage"] for r in _records(tmp_path / "live.jsonl")]
+    live_cost = sum(u["prompt_tokens"] * 0.001 + u["completion_tokens"] * 0.002 for u in live_tokens) / 1000
+    assert 0.4 < result.cost / live_cost < 0.6
+
+
+async def test_ensemble_in_one_round_and_cascade_in_two(tmp_path):
+    source = tmp_path / "in.jsonl"
+    async with Emulator(EmulatorOptions(batch_turnaround_s=0.1)) as emu:
+        config = parse_config(_config(emu))
+        _write_input(source, 20, ["vote"])
+        vote = await run_provider_batch(source, tmp_path / "vote.jsonl", config, _no_live,
+                                        ProviderBatchOptions(poll_s=0.05, progress=False))
+        assert vote.rounds == 1 and vote.batch_requests == 20 * 4  # 2 samples from each of 2 providers
+        body = _records(tmp_path / "vote.jsonl")[0]["response"]["body"]
+        assert body["choices"][0]["message"]["content"]
+        _write_input(source, 40, ["cheap"])
+        cheap = await run_provider_batch(source, tmp_path / "cheap.jsonl", config, _no_live,
+                                         ProviderBatchOptions(poll_s=0.05, progress=False))
+        escalated = cheap.by_provider["claude"].requests
+        assert cheap.rounds == 2 and 0 < escalated < 40  # stage one for all, the escalated lines next round
+        assert cheap.batch_requests == 40 + escalated
+        assert emu.stats()["requests"] == 0
+    assert len(_records(tmp_path / "cheap.jsonl")) == 40
+
+
+async def test_split_at_a_small_cap_and_expired_requests_resubmitted(tmp_path):
+    source = tmp_path / "in.jsonl"
+    _write_input(source, 95, ["gpt-mini", "claude"])
+    options = EmulatorOptions(batch_turnaround_s=0.1, batch_max_requests=10, batch_expire_rate=0.3, seed=3)
+    async with Emulator(options) as emu:
+        config = parse_config(_config(emu, max_requests=10))
+        result = await run_provider_batch(source, tmp_path / "out.jsonl", config, _no_live,
+                                          ProviderBatchOptions(poll_s=0.05, progress=False))
+        stats = emu.stats()["batches"]
+    assert stats["largest_batch"] <= 10 and stats["refused"] == 0  # split below the provider's cap
+    assert stats["expired"] > 0 and result.resubmitted == stats["expired"] - result.failed
+    assert stats["paid_twice"] == 0
+    records = _records(tmp_path / "out.jsonl")
+    assert len(records) == 95 and len({r["custom_id"] for r in records}) == 95
+    assert result.succeeded + result.failed == 95 and result.rounds > 1
+
+
+def _cli(tmp_path: Path, source: Path, output: Path, config: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestray.cli", "batch", str(source), "-o", str(output), "--config", str(config),
+         "--provider-batch", "--poll-s", "0.2", "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "ORCHESTRAY_TEST_KEY": "test-key"},
+    )
+
+
+def test_sigkilled_after_submitting_then_rerun_pays_once(tmp_path):
+    source, output, config_path = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "c.yaml"
+    _write_input(source, 300, ["gpt-mini", "claude"])
+    with run_in_thread(EmulatorOptions(batch_turnaround_s=3.0)) as emu:
+        config_path.write_text(yaml.safe_dump(_config(emu)))
+        first = _cli(tmp_path, source, output, config_path)
+        journal = journal_path(output)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            text = journal.read_text() if journal.exists() else ""
+            if text.count('"e":"submitted"') >= 2:
+                break
+            time.sleep(0.05)
+        else:
+            first.kill()
+            pytest.fail(f"no batches submitted: {first.communicate()}")
+        first.send_signal(signal.SIGKILL)
+        first.communicate()
+        assert not output.exists() or output.read_text() == ""  # killed while waiting: nothing answered yet
+        second = _cli(tmp_path, source, output, config_path)
+        out, err = second.communicate(timeout=120)
+        assert second.returncode == 0, err.decode()
+        stats = emu.stats()
+        listing = subprocess.run(
+            [sys.executable, "-m", "orchestray.cli", "provider-batches", str(output), "--config", str(config_path)],
+            capture_output=True, text=True, env={**os.environ, "ORCHESTRAY_TEST_KEY": "test-key"}, timeout=60)
+    assert listing.returncode == 0, listing.stderr
+    rows = listing.stdout.splitlines()[1:]
+    assert len(rows) == 2 and {row.split()[4] for row in rows} == {"completed", "ended"}  # one batch a provider
+    assert stats["requests"] == 0
+    assert stats["batches"]["requests"] == 300 and stats["batches"]["paid_twice"] == 0  # none submitted twice
+    records = _records(output)
+    assert sorted(r["custom_id"] for r in records) == sorted(f"q{i}" for i in range(300))
+    assert all(r["error"] is None for r in records)
+
+
+async def test_race_lines_run_live_apart_and_a_pipeline_takes_a_round_per_step(tmp_path):
+    source = tmp_path / "in.jsonl"
+    async with Emulator(EmulatorOptions(batch_turnaround_s=0.1)) as emu:
+        data = _config(emu)
+        data["providers"].append({"name": "sim-small", "kind": "simulated", "simulated": {"latency_ms": 1}})
+        data["routes"]["fast"] = {"pattern": "race", "providers": ["gpt-mini", "claude"]}
+        data["routes"]["steps"] = {"pattern": "pipeline", "steps": [
+            {"name": "draft", "model": "gpt-mini", "prompt": "{input}"},
+            {"name": "check", "model": "claude", "prompt": "Check this answer: {steps.draft.output}"},
+        ]}
+        _write_input(source, 12, ["fast", "steps", "sim-small"])
+        async with AsyncClient(data, runtime=LocalRuntime()) as client:
+            records = [r async for r in client.batch(source, tmp_path / "out.jsonl", provider_batch=True)]
+        stats = emu.stats()
+    assert len(records) == 12 and all(r.error is None for r in records)
+    assert 4 <= stats["requests"] <= 4 * 2  # the race lines only, live (a loser may be stopped before it is sent)
+    assert stats["batches"]["requests"] == 4 * 2  # each pipeline line: one request per step
+    assert stats["batches"]["by_api"] == {"openai": {"batches": 1, "requests": 4}, "anthropic": {"batches": 1, "requests": 4}}
