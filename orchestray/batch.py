@@ -205,4 +205,4 @@ async def _answer(line: Line, resolve: Callable[[str], Model], result: BatchResu
     model_tally.cost += completion.cost
     model_tally.add_latency(time.monotonic() - started)
     count_spans(result, completion.trace)
-    return answer_record(line.number, line.custom_id, completion, model_name)
+    return answer_record(line.number, line.custom_id, completion, model_name, line.echo)

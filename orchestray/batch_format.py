@@ -3,6 +3,9 @@
     {"custom_id", "method": "POST", "url": "/v1/chat/completions", "body": {...}}    one input line
     {"id", "custom_id", "response": {"status_code", "request_id", "body"}, "error"}  one output record
 
+A line for `/v1/responses` holds a Responses body (translated by `responses_format`); its record's
+body is a Response object.
+
 A record's id carries its input line's number (`batch_req_<line>_<random>`), so resuming knows
 which lines, bad ones included, are answered already.
 """
@@ -10,6 +13,7 @@ which lines, bad ones included, are answered already.
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +24,7 @@ import msgspec
 from orchestray.errors import RequestError
 from orchestray.messages import ChatRequest, Completion
 from orchestray.openai_format import completion_body, parse_chat_body, request_params
+from orchestray.responses_format import new_response_id, parse_responses_body, response_body
 
 __all__ = [
     "BatchError",
@@ -91,14 +96,19 @@ class Line:
     number: int
     custom_id: str
     request: ChatRequest
+    echo: dict[str, Any] | None = None  # a /v1/responses line: what its Response repeats of the body
 
 
 def error_record(number: int, code: str, message: str, custom_id: str | None = None) -> OutputRecord:
     return OutputRecord(record_id(number), custom_id, None, BatchError(code, message))
 
 
-def answer_record(number: int, custom_id: str, completion: Completion, model: str) -> OutputRecord:
-    body = completion_body(completion, f"chatcmpl-{uuid.uuid4().hex[:24]}", model=model)
+def answer_record(number: int, custom_id: str, completion: Completion, model: str,
+                  echo: dict[str, Any] | None = None) -> OutputRecord:
+    if echo is not None:
+        body = response_body(echo, new_response_id(), int(time.time()), completion=completion)
+    else:
+        body = completion_body(completion, f"chatcmpl-{uuid.uuid4().hex[:24]}", model=model)
     return OutputRecord(record_id(number), custom_id, BatchResponse(200, f"req_{uuid.uuid4().hex[:24]}", body), None)
 
 
@@ -127,23 +137,36 @@ def parse_line(raw: bytes, number: int, seen_ids: set[int], route: str | None,
     seen_ids.add(digest)
     if item.get("method", "POST") != "POST":
         return bad("invalid_method", f"method must be POST, not {item.get('method')!r}", custom_id)
-    if item.get("url", "/v1/chat/completions") != "/v1/chat/completions":
-        return bad("invalid_url", f"url must be /v1/chat/completions, not {item.get('url')!r}", custom_id)
+    url = item.get("url", "/v1/chat/completions")
+    if url not in ("/v1/chat/completions", "/v1/responses"):
+        return bad("invalid_url", f"url must be /v1/chat/completions or /v1/responses, not {url!r}", custom_id)
     extra = set(item) - {"custom_id", "method", "url", "body"}
     if extra:
         return bad("invalid_line", f"unknown field(s): {', '.join(sorted(extra))}", custom_id)
     body = item.get("body")
     if isinstance(body, dict) and route:
         body = {**body, "model": route}
+    echo = None
     try:
-        request = parse_chat_body(body, request_id=custom_id)
+        if url == "/v1/responses":
+            request, echo = _responses_line(body, custom_id)
+        else:
+            request = parse_chat_body(body, request_id=custom_id)
     except RequestError as err:
         return bad("invalid_body", str(err), custom_id)
     if body.get("stream"):
         return bad("invalid_body", "stream is not supported in batch jobs", custom_id)
     if not known(request.model):
         return bad("model_not_found", f"unknown model {request.model!r}: no provider or route has that name", custom_id)
-    return Line(number, custom_id, request)
+    return Line(number, custom_id, request, echo)
+
+
+def _responses_line(body: Any, custom_id: str) -> tuple[ChatRequest, dict[str, Any]]:
+    call = parse_responses_body(body, request_id=custom_id)
+    if call.previous_response_id is not None:
+        raise RequestError("previous_response_id: batch lines stand alone (send the earlier turns as input items)",
+                           param="previous_response_id")
+    return call.request, {**call.echo, "store": False}  # a batch keeps its answers in the output file
 
 
 def write_request_lines(requests: Iterable[Mapping[str, Any] | ChatRequest], path: Path) -> None:

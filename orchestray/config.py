@@ -19,6 +19,7 @@ from orchestray.errors import ConfigError
 from orchestray.patterns import PATTERNS, FieldError as _FieldError, Route, Strict as _Strict, route_targets
 from orchestray.policies.ratelimit import Limits
 from orchestray.cache import CacheConfig, CachePolicy, store_from_cache
+from orchestray.responses_state import ResponsesConfig
 from orchestray.store import StoreConfig
 from orchestray.budgets import SpendCap
 from orchestray.guardrails import GuardrailsConfig
@@ -223,6 +224,7 @@ class Config(_Strict):
     guardrails: GuardrailsConfig = GuardrailsConfig()  # orchestray.guardrails
     spend_caps: dict[str, SpendCap] = {}  # provider or route name -> per_hour / per_day (orchestray.budgets)
     telemetry: TelemetryConfig | None = None  # OTLP export (orchestray.telemetry); no section, no export
+    responses: ResponsesConfig = ResponsesConfig()  # stored Responses (orchestray.responses_state)
 
     @model_validator(mode="before")
     @classmethod

@@ -33,6 +33,8 @@ from orchestray.serving._auth import Guard, gateway_keys, open_gateway_refusal, 
 from orchestray.serving._bodies import PATTERN_BODIES, PatternBody, openai_error
 from orchestray.serving._errors import error_response, http_error, openai_error_response as _error, status_of
 from orchestray.serving._messages import messages_response
+from orchestray.serving._responses import ResponsesDoor
+from orchestray.responses_state import ResponseArchive
 
 # KeyQuota and open_gateway_refusal live in actors/quota.py and serving/_auth.py; named here too,
 # where callers have always found them.
@@ -123,6 +125,13 @@ class Gateway:
             raise ConfigError(refusal)
         quota = key_quota(settings.requests_per_minute_per_key, settings.spend_per_hour_per_key) if keys else None
         secure(keys, settings.max_body_bytes, quota)
+        self.responses = ResponsesDoor(self.config, self._complete, self._chunks, self._spend, self._archive)
+        self._archived: ResponseArchive | None = None
+
+    def _archive(self) -> ResponseArchive:
+        if self._archived is None:
+            self._archived = ResponseArchive.over(self.models.store(), self.config.responses)
+        return self._archived
 
     # Health
 
@@ -235,6 +244,24 @@ class Gateway:
         continue_trace(http.headers.get("traceparent"))
         return await messages_response(http, self.config.has_model, self.config.model_names, self._complete,
                                        self._chunks, self._spend)
+
+    # OpenAI Responses (orchestray.serving._responses)
+
+    @api.post("/v1/responses", summary="OpenAI Responses API (JSON or SSE); model is a provider or a route")
+    async def create_response(self, http: Request):
+        return await self.responses.create(http)
+
+    @api.get("/v1/responses/{response_id}", summary="A stored response (the calling key's own)")
+    async def get_response(self, response_id: str, http: Request):
+        return await self.responses.retrieve(response_id, http)
+
+    @api.delete("/v1/responses/{response_id}", summary="Delete a stored response")
+    async def delete_response(self, response_id: str, http: Request):
+        return await self.responses.delete(response_id, http)
+
+    @api.get("/v1/responses/{response_id}/input_items", summary="A stored response's input items")
+    async def response_input_items(self, response_id: str, http: Request):
+        return await self.responses.input_items(response_id, http)
 
     # Ad-hoc patterns
 

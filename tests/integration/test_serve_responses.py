@@ -1,0 +1,185 @@
+"""The gateway's `/v1/responses`, driven by real clients: the openai SDK (create, a function-tool
+round trip, parse, stream), an OpenAI Agents SDK agent and a pydantic-ai agent, each via an
+openai-kind provider, a race route and an anthropic-kind provider on the emulator; stored
+responses across keys; and requests generated from the official CreateResponse schema."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import openai
+import pydantic
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis_jsonschema import from_schema
+
+from orchestray.config import parse_config
+from orchestray.emulator import EmulatorOptions, run_in_thread
+from orchestray.serving import app_for
+
+pytestmark = pytest.mark.integration
+
+KEYS = ("responses-key-one-0123456789", "responses-key-two-0123456789")
+MODELS = ["rsp-gpt", "rsp-race", "rsp-claude"]
+SCHEMA_FILE = Path(__file__).parents[1] / "openai" / "openai-responses-batch-schemas.json"
+CALCULATOR = {"type": "function", "name": "calculator", "description": "Evaluate arithmetic",
+              "parameters": {"type": "object", "properties": {"expression": {"type": "string"}},
+                             "required": ["expression"], "additionalProperties": False}, "strict": True}
+
+
+class Sum(pydantic.BaseModel):
+    answer: int
+
+
+@pytest.fixture(scope="module")
+def gateway(ray_session, start_serve):
+    """One app: an openai-kind and an anthropic-kind provider on the emulator, a race over both."""
+    from ray import serve
+
+    with run_in_thread(EmulatorOptions(accuracy=1.0)) as emu:
+        base = start_serve()
+        providers = [
+            {"name": "rsp-gpt", "kind": "openai", "model": "sim-small", "base_url": emu.openai_base_url},
+            {"name": "rsp-claude", "kind": "anthropic", "model": "claude-sim", "base_url": emu.anthropic_base_url},
+        ]
+        routes = {"rsp-race": {"pattern": "race", "providers": ["rsp-gpt", "rsp-claude"]}}
+        config = parse_config({"providers": providers, "routes": routes,
+                               "serve": {"replica_num_cpus": 0, "api_keys_env": "RSP_KEYS"}})
+        env = {"RSP_KEYS": ",".join(KEYS)}
+        serve.run(app_for(config, {"runtime_env": {"env_vars": env}}), name="responses", route_prefix="/",
+                  blocking=False)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.5)
+        else:
+            raise AssertionError("the Serve application did not become ready")
+        yield f"{base}/v1"
+        serve.delete("responses")
+
+
+@pytest.fixture(scope="module")
+def schemas(openai_schemas):
+    return type(openai_schemas)(SCHEMA_FILE)  # the shared helper over the Responses schemas
+
+
+def client(base: str, key: str = KEYS[0]) -> openai.OpenAI:
+    return openai.OpenAI(base_url=base, api_key=key, max_retries=0, timeout=60)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_the_openai_sdk_create_tools_parse_and_stream(gateway, schemas, model):
+    sdk = client(gateway)
+    raw = sdk.responses.with_raw_response.create(model=model, input="What is 2 + 3?")
+    schemas.check("Response", raw.http_response.json())
+    assert raw.parse().output_text.strip().endswith("5")
+    first = sdk.responses.create(model=model, input="What is 37 + 48?", tools=[CALCULATOR], tool_choice="required")
+    (call,) = [o for o in first.output if o.type == "function_call"]
+    assert json.loads(call.arguments) == {"expression": "37 + 48"}
+    second = sdk.responses.create(model=model, tools=[CALCULATOR], previous_response_id=first.id,
+                                  input=[{"type": "function_call_output", "call_id": call.call_id, "output": "85"}])
+    assert "85" in second.output_text
+    parsed = sdk.responses.parse(model=model, input="What is 17 + 25?", text_format=Sum)
+    assert parsed.output_parsed == Sum(answer=42)
+    with sdk.responses.stream(model=model, input="What is 6 + 7?") as stream:
+        text = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+        final = stream.get_final_response()
+    assert text == final.output_text and text.strip().endswith("13") and final.status == "completed"
+    events = requests.post(f"{gateway}/responses", headers={"authorization": f"Bearer {KEYS[0]}"}, timeout=60,
+                           json={"model": model, "input": "What is 37 + 48?", "stream": True, "tools": [CALCULATOR],
+                                 "tool_choice": "required"}).text
+    parsed_events = [json.loads(line[6:]) for line in events.splitlines() if line.startswith("data: ")]
+    for event in parsed_events:
+        schemas.check("ResponseStreamEvent", event)
+    assert [e["sequence_number"] for e in parsed_events] == list(range(len(parsed_events)))
+    assert parsed_events[-1]["type"] == "response.completed"
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_previous_response_id_reaches_the_provider_and_stays_with_its_key(gateway, model):
+    one, two = client(gateway, KEYS[0]), client(gateway, KEYS[1])
+    first = one.responses.create(model=model, input="What is 2 + 3? " + "Think it through. " * 20)
+    alone = one.responses.create(model=model, input="And 4 + 4?", store=False)
+    follow = one.responses.create(model=model, input="And 4 + 4?", previous_response_id=first.id)
+    # The provider counted the earlier turns in the prompt it was sent.
+    assert follow.usage.input_tokens > alone.usage.input_tokens + first.usage.input_tokens // 2
+    assert one.responses.retrieve(follow.id).output_text == follow.output_text
+    for attempt in (lambda: two.responses.retrieve(first.id), lambda: two.responses.input_items.list(first.id),
+                    lambda: two.responses.create(model=model, input="x", previous_response_id=first.id)):
+        with pytest.raises(openai.NotFoundError):
+            attempt()
+    with pytest.raises(openai.NotFoundError):
+        one.responses.retrieve(alone.id)  # store: false kept nothing
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_an_openai_agents_sdk_agent_with_a_function_tool(gateway, model):
+    from agents import Agent, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
+
+    set_tracing_disabled(True)
+    used = []
+
+    @function_tool
+    def calculator(expression: str) -> str:
+        """Evaluate arithmetic."""
+        used.append(expression)
+        return str(eval(expression, {"__builtins__": {}}))  # the test's own trusted expressions
+
+    sdk = openai.AsyncOpenAI(base_url=gateway, api_key=KEYS[0], max_retries=0)
+    agent = Agent(name="calc", instructions="Use the calculator.", tools=[calculator],
+                  model=OpenAIResponsesModel(model=model, openai_client=sdk))
+    result = asyncio.run(Runner.run(agent, "What is 37 + 48?"))
+    assert used == ["37 + 48"] and "85" in result.final_output
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_pydantic_ai_agent_on_openai_responses_model(gateway, model):
+    from pydantic_ai import Agent
+    from pydantic_ai.models.openai import OpenAIResponsesModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    used = []
+    agent = Agent(OpenAIResponsesModel(model, provider=OpenAIProvider(base_url=gateway, api_key=KEYS[0])),
+                  instructions="Use the calculator.")
+
+    @agent.tool_plain
+    def calculator(expression: str) -> str:
+        """Evaluate arithmetic."""
+        used.append(expression)
+        return str(eval(expression, {"__builtins__": {}}))
+
+    result = agent.run_sync("What is 37 + 48?")
+    assert used == ["37 + 48"] and "85" in result.output
+    typed = Agent(OpenAIResponsesModel(model, provider=OpenAIProvider(base_url=gateway, api_key=KEYS[0])),
+                  output_type=Sum).run_sync("What is 17 + 25?")
+    assert typed.output == Sum(answer=42)
+
+
+def test_generated_create_response_requests_get_no_5xx(gateway, schemas):
+    schema = schemas.schema("CreateResponse")
+    session = requests.Session()
+    statuses = []
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(from_schema(schema))
+    def check(body):
+        body = {**body, "model": "rsp-gpt", "stream": False} if isinstance(body, dict) else body
+        answer = session.post(f"{gateway}/responses", json=body, timeout=60,
+                              headers={"authorization": f"Bearer {KEYS[0]}"})
+        statuses.append(answer.status_code)
+        assert answer.status_code < 500, answer.text
+        if answer.status_code == 200:
+            schemas.check("Response", answer.json())
+        else:
+            assert "message" in answer.json()["error"]
+
+    check()
+    assert statuses
