@@ -44,6 +44,10 @@ class BatchWorker(Multiplexed):
     def ping(self) -> str:
         return ray.get_runtime_context().get_node_id()
 
+    async def close(self) -> None:
+        """Before the pool kills it: send the spans it still holds (and close its store)."""
+        await self.models.close()
+
 
 class WorkerPool:
     """`size` batch workers spread over the nodes; `get(route)` hands them out in turn."""
@@ -63,6 +67,9 @@ class WorkerPool:
         return ray.get([w.ping.remote() for w in self.workers])
 
     def stop(self) -> None:
+        # A worker lost or stuck is killed all the same: its close is bounded, never awaited for ever.
+        closing = [worker.close.remote() for worker in self.workers]
+        ray.wait(closing, num_returns=len(closing), timeout=15)
         for worker in self.workers:
             ray.kill(worker)
 

@@ -10,6 +10,7 @@ with Ray's provider actors plugged in.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, Callable, Mapping
 
@@ -100,6 +101,11 @@ class Registry:
         store, self._store, self._cache = self._store, None, None
         if store is not None:
             await store.close()
+        if self.config.telemetry is not None:
+            # The exporter sends on a timer: what this process still holds goes now, not never.
+            from orchestray.telemetry import flush
+
+            await asyncio.to_thread(flush)
 
     def response_cache(self) -> ResponseCache | None:
         """The response cache when the config has one (`cache:`), over `store()`."""

@@ -99,7 +99,10 @@ def kill_actors(ray_session):
     made = []
     yield made.append
     for handle in made:
-        ray_session.kill(handle.actor, no_restart=True)
+        # A route (balance over a provider's keys, say) runs in this process: it has no actor.
+        actor = getattr(handle, "actor", None)
+        if actor is not None:
+            ray_session.kill(actor, no_restart=True)
 
 
 def _free_port() -> int:

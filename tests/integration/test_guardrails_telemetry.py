@@ -228,3 +228,42 @@ def test_the_gateway_refuses_by_rule_continues_traceparent_and_caps_spend(ray_se
             ray_session.kill(ray_session.get_actor(name, namespace="orchestray"))
         except ValueError:
             pass
+
+
+def test_a_batch_sends_every_route_span_before_it_exits(ray_session, tmp_path):
+    """Routes run in the batch's worker actors, whose exporter sends on a timer: the pool's stop
+    flushes them, so a short batch's spans are not lost with the workers."""
+    server = _receiver()
+    suffix = uuid.uuid4().hex[:6]
+    members = [f"tele-a-{suffix}", f"tele-b-{suffix}"]
+    route = f"tele-vote-{suffix}"
+    config_data = {
+        "providers": [{"name": m, "kind": "simulated", "simulated": {"latency_ms": 5}} for m in members],
+        "routes": {route: {"pattern": "ensemble", "providers": members}},
+        "telemetry": {"otlp_endpoint": f"http://127.0.0.1:{server.server_port}", "service_name": "orchestray-batch"},
+    }
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config_data))
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    with open(source, "w") as f:
+        for i in range(3):
+            body = {"model": route, "messages": [{"role": "user", "content": f"What is {i} + 2?"}], "max_tokens": 16}
+            f.write(json.dumps({"custom_id": f"t{i}", "method": "POST", "url": "/v1/chat/completions", "body": body}) + "\n")
+    address = ray_session.get_runtime_context().gcs_address
+    command = [sys.executable, "-m", "orchestray.cli", "batch", str(source), "-o", str(out), "--config", str(config_file),
+               "--address", address, "-q"]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=os.environ.copy())
+        assert done.returncode == 0, done.stderr[-2000:]
+        # Nothing more is sent once the batch has exited: what arrives now was flushed before.
+        time.sleep(1.0)
+        roots = [s for _, s, _ in _Receiver.received if not s.parent_span_id]
+    finally:
+        server.shutdown()
+        server.server_close()
+        for m in members:
+            try:
+                ray_session.kill(ray_session.get_actor(m, namespace="orchestray"))
+            except ValueError:
+                pass
+    assert len(roots) == 3 and all(s.name == f"ensemble {route}" for s in roots), [s.name for s in roots]
