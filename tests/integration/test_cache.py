@@ -173,14 +173,14 @@ def test_a_batch_rerun_to_a_new_output_is_served_from_the_cache(cache_config, em
         assert body["choices"][0]["message"]["content"] == kept[record["custom_id"]]["response"]["body"]["choices"][0]["message"]["content"]
 
 
+# One store is enough for this door: the gateway and batch tests cover Redis.
+@pytest.mark.parametrize("cache_config", ["embedded"], indirect=True)
 def test_ray_data_rows_hit_the_cache_the_batch_filled(cache_config, emulator, ray_session):
     import ray.data
 
     import orchestray.data
 
     config, tag, store = cache_config
-    if store == "redis":
-        pytest.skip("one store is enough for this door; the gateway and batch tests cover Redis")
     prompts = [q.prompt for q in arithmetic_questions(8, seed=5)]
     rows = ray.data.from_items([{"prompt": p} for p in prompts])
     before = _requests(emulator)

@@ -93,7 +93,6 @@ class _Receiver(BaseHTTPRequestHandler):
 
 
 def _receiver() -> ThreadingHTTPServer:
-    pytest.importorskip("opentelemetry.proto")
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     _Receiver.received = []
     threading.Thread(target=server.serve_forever, daemon=True).start()
