@@ -321,3 +321,20 @@ def test_anthropic_streams_parallel_tool_use_blocks_in_order():
         partial = "".join(d["delta"]["partial_json"] for n, d in events if n == "content_block_delta" and d["index"] == index)
         assert json.loads(partial) == {"expression": expected}
     assert [d["index"] for n, d in events if n == "content_block_stop"] == [0, 1]
+
+
+@pytest.mark.parametrize("name", ["Sum", "Product", "Total", "Answer"])
+def test_the_anthropic_backends_json_tool_gets_the_answer_whatever_the_schema_is_named(name):
+    # `responses.parse(text_format=Sum)` through an anthropic-kind provider: the backend asks for
+    # the JSON with a forced tool named after the schema; a name that sounds like a calculator
+    # once made the model fill `answer` with the question's first operand (17 for "17 + 25").
+    from orchestray.anthropic_format import json_tool_name, reply_from_message, request_body
+    from orchestray.messages import ChatRequest
+
+    schema = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"],
+              "additionalProperties": False}
+    for question, expected in (("What is 17 + 25?", 42), ("What is 6 * 7?", 42), ("What is 90 - 48?", 42)):
+        request = ChatRequest(messages=(Message("user", question),), response_format=ResponseFormat("json_schema", name, schema, True))
+        call = ANTHROPIC.decode(encode(request_body(request, "sim")))
+        message = json.loads(ANTHROPIC.completion(call, MODEL.answers(call.request), "msg_4", 0))
+        assert json.loads(reply_from_message(message, json_tool_name(request)).text) == {"answer": expected}
