@@ -45,7 +45,8 @@ class ResponseArchive:
     """Stored responses in one store namespace, each readable only by its owner."""
 
     def __init__(self, namespace: Namespace):
-        self.typed = namespace.typed(StoredResponse)
+        # JSON: a stored body is the client's JSON, whose numbers msgpack cannot always hold.
+        self.typed = namespace.typed(StoredResponse, codec="json")
 
     @classmethod
     def over(cls, store, config: ResponsesConfig | None = None) -> "ResponseArchive":

@@ -136,19 +136,23 @@ class Namespace:
     async def delete(self, key: str) -> bool:
         return await self.backend.delete(self.name, key)
 
-    def typed(self, type_: type[T]) -> "Typed[T]":
-        return Typed(self, type_)
+    def typed(self, type_: type[T], *, codec: Literal["msgpack", "json"] = "msgpack") -> "Typed[T]":
+        return Typed(self, type_, codec=codec)
 
 
 class Typed(Generic[T]):
-    """A namespace whose values are one msgspec-encodable type (msgpack on the wire)."""
+    """A namespace whose values are one msgspec-encodable type (msgpack on the wire).
+
+    `codec="json"` is for values that hold a client's JSON as it came: its integers may be of
+    any size (a schema's `"maximum": 2**70`), and msgpack's stop at 64 bits."""
 
     __slots__ = ("namespace", "_encoder", "_decoder")
 
-    def __init__(self, namespace: Namespace, type_: type[T]):
+    def __init__(self, namespace: Namespace, type_: type[T], *, codec: Literal["msgpack", "json"] = "msgpack"):
         self.namespace = namespace
-        self._encoder = msgspec.msgpack.Encoder()
-        self._decoder = msgspec.msgpack.Decoder(type_)
+        wire = msgspec.json if codec == "json" else msgspec.msgpack
+        self._encoder = wire.Encoder()
+        self._decoder = wire.Decoder(type_)
 
     async def get(self, key: str) -> T | None:
         raw = await self.namespace.get(key)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -76,9 +77,9 @@ class ResponsesDoor:
         response_id = new_response_id()
         try:
             try:
-                body: Any = json.loads(await http.body())
-            except ValueError:
-                return openai_error_response(400, "the body is not valid JSON", "invalid_json")
+                body: Any = json.loads(await http.body(), parse_constant=_no_constant, parse_float=_finite)
+            except ValueError as err:
+                return openai_error_response(400, f"the body is not valid JSON: {err}", "invalid_json")
             call = parse_responses_body(body, lambda m: describe_model(self.config, m), response_id)
             if not self.config.has_model(call.request.model):
                 raise UnknownModelError(call.request.model, self.config.model_names())
@@ -169,6 +170,19 @@ async def _first(chunks) -> Chunk:
         return await anext(chunks)
     except StopAsyncIteration:
         raise ProviderUnavailableError("the stream ended before its answer") from None
+
+
+# Python's json reads NaN, Infinity and 1e400 (as inf), none of which JSON has: echoed in the
+# Response they would break its encoding after the provider was paid. They are refused up front.
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of a float's range")
+    return value
 
 
 def _sse(event: dict[str, Any]) -> bytes:

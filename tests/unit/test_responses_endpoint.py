@@ -147,3 +147,29 @@ async def test_built_in_tools_and_bad_fields_get_400s_naming_them(gateway):
         await make().responses.create(model="sim-small", input=[{"type": "message", "role": "robot", "content": "x"}])
     with pytest.raises(openai.NotFoundError):
         await make().responses.create(model="ghost", input="x")
+
+
+async def test_a_body_with_a_huge_integer_is_answered_stored_and_continued(gateway):
+    # A tool's JSON Schema may hold any JSON number: the stored response once failed to encode
+    # (msgpack's integers stop at 64 bits) and the paid answer became a 500.
+    make, seen = gateway
+    client = make()
+    huge = {"type": "function", "name": "lookup", "description": "Find a record",
+            "parameters": {"type": "object", "properties": {"id": {"type": "integer", "maximum": 2**70}}}}
+    first = await client.responses.create(model="sim-small", input="What is 2 + 3?", tools=[huge])
+    assert first.tools[0].parameters["properties"]["id"]["maximum"] == 2**70
+    assert (await client.responses.retrieve(first.id)).tools[0].parameters == huge["parameters"]
+    follow = await client.responses.create(model="sim-small", input="And 4 + 4?", previous_response_id=first.id)
+    assert follow.status == "completed" and [m.role for m in seen[-1].messages] == ["user", "assistant", "user"]
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
+async def test_numbers_json_does_not_have_get_a_400_before_any_provider_call(gateway, number):
+    # Python's json reads them; echoed in the Response they broke its encoding, after the call.
+    make, seen = gateway
+    body = ('{"model": "sim-small", "input": "What is 2 + 3?", "tools": [{"type": "function", "name": "f", '
+            '"parameters": {"type": "object", "default": %s}}]}' % number)
+    answer = await make()._client.post("http://gateway/v1/responses", content=body,
+                                       headers={"authorization": "Bearer key-one", "content-type": "application/json"})
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_json"
+    assert number.lstrip("-") in answer.json()["error"]["message"] and seen == []

@@ -70,6 +70,14 @@ async def test_typed_namespace_round_trips_structs(memory):
     assert await things.get("junk") is None
 
 
+async def test_a_json_typed_namespace_holds_integers_msgpack_cannot(memory):
+    things = memory.namespace("things").typed(Thing, codec="json")
+    await things.set("big", Thing("big", 2**70))
+    assert await things.get("big") == Thing("big", 2**70)
+    with pytest.raises(OverflowError):
+        await memory.namespace("things").typed(Thing).set("big", Thing("big", 2**70))
+
+
 def test_config_refuses_passwords_and_wrong_schemes():
     with pytest.raises(ValueError, match="password"):
         StoreConfig(redis_url="redis://:hunter2@localhost:6379")
