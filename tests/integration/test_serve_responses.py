@@ -21,8 +21,7 @@ from orchestray.config import parse_config
 from orchestray.emulator import EmulatorOptions, run_in_thread
 from orchestray.serving import app_for
 
-# The agent frameworks leave their HTTP clients to the garbage collector (unclosed transports).
-pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
+pytestmark = pytest.mark.integration
 
 KEYS = ("responses-key-one-0123456789", "responses-key-two-0123456789")
 MODELS = ["rsp-gpt", "rsp-race", "rsp-claude"]
@@ -30,12 +29,6 @@ SCHEMA_FILE = Path(__file__).parents[1] / "openai" / "openai-responses-batch-sch
 CALCULATOR = {"type": "function", "name": "calculator", "description": "Evaluate arithmetic",
               "parameters": {"type": "object", "properties": {"expression": {"type": "string"}},
                              "required": ["expression"], "additionalProperties": False}, "strict": True}
-
-
-OPEN = pytest.mark.xfail(strict=False, reason=(
-    "issue 17 open: in the merged suite of 2026-12-02 these failed in some runs (responses.parse via "
-    "the anthropic-kind provider read the wrong number; agents' tool arguments; generated bodies); "
-    "not yet diagnosed"))
 
 
 class Sum(pydantic.BaseModel):
@@ -84,9 +77,7 @@ def client(base: str, key: str = KEYS[0]) -> openai.OpenAI:
     return openai.OpenAI(base_url=base, api_key=key, max_retries=0, timeout=60)
 
 
-@pytest.mark.parametrize("model", [
-    MODELS[0], pytest.param(MODELS[1], marks=OPEN), pytest.param(MODELS[2], marks=OPEN),
-])
+@pytest.mark.parametrize("model", MODELS)
 def test_the_openai_sdk_create_tools_parse_and_stream(gateway, schemas, model):
     sdk = client(gateway)
     raw = sdk.responses.with_raw_response.create(model=model, input="What is 2 + 3?")
@@ -132,7 +123,6 @@ def test_previous_response_id_reaches_the_provider_and_stays_with_its_key(gatewa
 
 
 @pytest.mark.parametrize("model", MODELS)
-@OPEN
 def test_an_openai_agents_sdk_agent_with_a_function_tool(gateway, model):
     from agents import Agent, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
 
@@ -145,15 +135,17 @@ def test_an_openai_agents_sdk_agent_with_a_function_tool(gateway, model):
         used.append(expression)
         return str(eval(expression, {"__builtins__": {}}))  # the test's own trusted expressions
 
-    sdk = openai.AsyncOpenAI(base_url=gateway, api_key=KEYS[0], max_retries=0)
-    agent = Agent(name="calc", instructions="Use the calculator.", tools=[calculator],
-                  model=OpenAIResponsesModel(model=model, openai_client=sdk))
-    result = asyncio.run(Runner.run(agent, "What is 37 + 48?"))
+    async def run():
+        async with openai.AsyncOpenAI(base_url=gateway, api_key=KEYS[0], max_retries=0) as sdk:
+            agent = Agent(name="calc", instructions="Use the calculator.", tools=[calculator],
+                          model=OpenAIResponsesModel(model=model, openai_client=sdk))
+            return await Runner.run(agent, "What is 37 + 48?")
+
+    result = asyncio.run(run())
     assert used == ["37 + 48"] and "85" in result.final_output
 
 
 @pytest.mark.parametrize("model", MODELS)
-@OPEN
 def test_a_pydantic_ai_agent_on_openai_responses_model(gateway, model):
     from pydantic_ai import Agent
     from pydantic_ai.models.openai import OpenAIResponsesModel
@@ -169,23 +161,42 @@ def test_a_pydantic_ai_agent_on_openai_responses_model(gateway, model):
         used.append(expression)
         return str(eval(expression, {"__builtins__": {}}))
 
-    result = agent.run_sync("What is 37 + 48?")
-    assert used == ["37 + 48"] and "85" in result.output
     typed = Agent(OpenAIResponsesModel(model, provider=OpenAIProvider(base_url=gateway, api_key=KEYS[0])),
-                  output_type=Sum).run_sync("What is 17 + 25?")
-    assert typed.output == Sum(answer=42)
+                  output_type=Sum)
+
+    async def run():
+        # Entered, an agent closes the HTTP client its provider made (run_sync leaves it open).
+        async with agent, typed:
+            return await agent.run("What is 37 + 48?"), await typed.run("What is 17 + 25?")
+
+    result, answer = asyncio.run(run())
+    assert used == ["37 + 48"] and "85" in result.output
+    assert answer.output == Sum(answer=42)
 
 
-@OPEN
+def _property_names(schemas, name: str) -> set[str]:
+    """The top-level properties a schema names, through its allOf and $refs."""
+    schema = schemas.components["schemas"][name]
+    names = set(schema.get("properties", {}))
+    for part in schema.get("allOf", ()):
+        names |= _property_names(schemas, part["$ref"].rsplit("/", 1)[-1]) if "$ref" in part else set(part.get("properties", {}))
+    return names
+
+
 def test_generated_create_response_requests_get_no_5xx(gateway, schemas):
     schema = schemas.schema("CreateResponse")
+    known = _property_names(schemas, "CreateResponse")
     session = requests.Session()
     statuses = []
 
     @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(from_schema(schema))
     def check(body):
-        body = {**body, "model": "rsp-gpt", "stream": False} if isinstance(body, dict) else body
+        # The schema allows any further top-level key, so nearly every raw example was a 400 for an
+        # unknown field, and most lacked `input`: kept to the named fields, with an input, most reach
+        # the provider (and the store), where the 5xx were (a schema's integer beyond 64 bits).
+        body = {k: v for k, v in body.items() if k in known}
+        body = {"input": "What is 2 + 3?", **body, "model": "rsp-gpt", "stream": False}
         answer = session.post(f"{gateway}/responses", json=body, timeout=60,
                               headers={"authorization": f"Bearer {KEYS[0]}"})
         statuses.append(answer.status_code)
@@ -199,4 +210,4 @@ def test_generated_create_response_requests_get_no_5xx(gateway, schemas):
         check()
     finally:
         session.close()
-    assert statuses
+    assert statuses.count(200) >= len(statuses) // 4, statuses  # the provider's side was reached
