@@ -21,6 +21,7 @@ durations, not clocks. The gateway passes an incoming W3C `traceparent` in throu
 from __future__ import annotations
 
 import contextvars
+import functools
 import os
 import threading
 import time
@@ -37,7 +38,6 @@ __all__ = ["TelemetryConfig", "TracedModel", "Telemetry", "continue_trace", "tel
 _INCOMING: contextvars.ContextVar[str | None] = contextvars.ContextVar("orchestray_traceparent", default=None)
 # True inside a traced call: only the outermost exports (its tree holds the inner calls).
 _INSIDE: contextvars.ContextVar[bool] = contextvars.ContextVar("orchestray_traced", default=False)
-_SEQUENTIAL = {"cascade", "pipeline", "fallback", "tree_of_thought", "guardrail"}
 _SYSTEMS = {"openai": "openai", "anthropic": "anthropic", "simulated": "orchestray.simulated"}
 
 
@@ -160,7 +160,7 @@ class Telemetry:
         at = start_ns
         for child in span.children:
             length = int(child.latency_s * 1e9)
-            child_start = at if span.kind in _SEQUENTIAL else start_ns
+            child_start = at if span.kind in _sequential() else start_ns
             child_end = min(end_ns, child_start + length) if length else child_start
             self._emit(child, context, child_start, max(child_start, child_end), kinds, None, None)
             at = child_end
@@ -168,6 +168,15 @@ class Telemetry:
 
     def flush(self, timeout_ms: int = 10_000) -> bool:
         return self.provider.force_flush(timeout_ms)
+
+
+@functools.cache
+def _sequential() -> frozenset[str]:
+    """The span kinds whose children ran one after another: the pattern table's sequential rows,
+    and a guardrail's retry after its first answer."""
+    from orchestray.patterns import PATTERNS  # late: config imports this module, and the table imports config
+
+    return frozenset(name for name, pattern in PATTERNS.items() if pattern.sequential) | {"guardrail"}
 
 
 def _error_type(message: str | None) -> str:
