@@ -13,27 +13,12 @@ from typing import Any
 import msgspec
 
 from orchestray.messages import (
-    ChatRequest,
-    FilePart,
-    ImagePart,
-    Message,
-    Part,
-    ResponseFormat,
-    TextPart,
-    Tool,
-    ToolCall,
+    ChatRequest, FilePart, ImagePart, Message, Part, ResponseFormat, TextPart, Tool, ToolCall
 )
 from orchestray.simulated import SimAnswer, stream_pieces
 
 from ._dialect import (
-    _STREAM_PIECES,
-    Call,
-    WireError,
-    _check_tool_choice,
-    _decode_error,
-    _encode,
-    _is_url,
-    _unsupported,
+    _STREAM_PIECES, Call, WireError, _check_tool_choice, _decode_error, _encode, _is_url, _unsupported
 )
 from ._quota import QuotaState
 

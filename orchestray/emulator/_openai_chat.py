@@ -10,29 +10,13 @@ from typing import Any
 import msgspec
 
 from orchestray.messages import (
-    AudioPart,
-    ChatRequest,
-    FilePart,
-    ImagePart,
-    Message,
-    Part,
-    ResponseFormat,
-    TextPart,
-    Tool,
-    ToolCall,
+    AudioPart, ChatRequest, FilePart, ImagePart, Message, Part, ResponseFormat, TextPart, Tool, ToolCall
 )
 from orchestray.simulated import SimAnswer, stream_pieces
 
 from ._dialect import (
-    _STREAM_PIECES,
-    Call,
-    WireError,
-    _check_tool_choice,
-    _decode_error,
-    _encode,
-    _is_url,
-    _rounds,
-    _unsupported,
+    _STREAM_PIECES, Call, WireError, _check_tool_choice, _decode_error, _encode, _is_url, _rounds,
+    _unsupported
 )
 from ._quota import QuotaState
 
