@@ -8,6 +8,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from orchestray.config import parse_config
 from orchestray.errors import RateLimitedError
+from orchestray.layers import SEQUENTIAL
 from orchestray.messages import ChatRequest, Message, Span
 from orchestray.patterns import PATTERNS
 from orchestray.registry import Registry
@@ -89,7 +90,8 @@ def test_members_are_laid_out_in_turn_exactly_for_the_tables_sequential_patterns
     exporter = InMemorySpanExporter()
     telemetry = Telemetry(TelemetryConfig(otlp_endpoint="http://127.0.0.1:1"), exporter=exporter)
     members = [Span(name=f"m{i}", model=f"m{i}", latency_s=1.0) for i in range(2)]
-    telemetry.export(Span(name="r", kind=pattern, latency_s=2.0, children=members), _ask(), 0, 2_000_000_000, {})
+    telemetry.export(Span(name="r", kind=pattern, latency_s=2.0, children=members), _ask(), 0, 2_000_000_000, {},
+                     sequential=SEQUENTIAL)
     first, second = sorted((s for s in exporter.get_finished_spans() if s.name != f"{pattern} r"), key=lambda s: s.name)
     in_turn = second.start_time == first.end_time == 1_000_000_000
     side_by_side = second.start_time == first.start_time == 0
