@@ -80,6 +80,11 @@ def build_request(model: str, prompt: Prompt, fields: Mapping[str, Any]) -> Chat
     return parse_chat_body({**fields, "model": model, "messages": messages})
 
 
+async def _chunks(model: Any, request: ChatRequest) -> AsyncIterator[Chunk]:
+    async for chunk in model.stream(request):
+        yield chunk
+
+
 def _split_options(pattern: Pattern, options: dict[str, Any]) -> dict[str, Any]:
     """Take the pattern's own options out of `options` (what is left are request fields). An
     option goes by its route name (`temperature`: an ensemble's samples') or its HTTP one
@@ -98,21 +103,27 @@ def _adhoc_signature(pattern: Pattern, asynchronous: bool) -> tuple[inspect.Sign
         default = P.empty if info.is_required() else info.get_default(call_default_factory=True)
         params.append(P(name, P.KEYWORD_ONLY, default=default, annotation=info.annotation))
         described.append(name if default is P.empty else f"{name}={default!r}")
+    params.append(P("stream", P.KEYWORD_ONLY, default=False, annotation=bool))
     params.append(P("fields", P.VAR_KEYWORD))
     renamed = "".join(f" `{http}` is another name for `{f}`." for f, http in pattern.renamed.items())
+    pieces = "an async iterator of" if asynchronous else "an iterator of"
     doc = (f"{pattern.summary}\n\nRun once over `{pattern.members}` as a `{pattern.name}` route of the config would be, "
            f"with its options: {', '.join(described)}.{renamed} Any other keyword is an OpenAI request field "
-           "(`max_tokens=64`, ...). A bad option raises RequestError worded as the config's error.")
-    return inspect.Signature(params, return_annotation=Completion), doc
+           "(`max_tokens=64`, ...). A bad option raises RequestError worded as the config's error. "
+           f"`stream=True` gives {pieces} `Chunk`s instead, as `stream()` does for a named route "
+           "(the last has `done=True` and the whole `Completion`).")
+    returned = AsyncIterator[Chunk] if asynchronous else Iterator[Chunk]
+    return inspect.Signature(params, return_annotation=Completion | returned), doc
 
 
 def _adhoc_method(pattern: Pattern, asynchronous: bool):
     if asynchronous:
-        async def method(self, members, prompt, **options):
-            return await self._pattern(pattern, members, prompt, options)
+        async def method(self, members, prompt, *, stream=False, **options):
+            return await self._pattern(pattern, members, prompt, options, stream)
     else:
-        def method(self, members, prompt, **options):
-            return self._run(self._async._pattern(pattern, members, prompt, options))
+        def method(self, members, prompt, *, stream=False, **options):
+            answer = self._run(self._async._pattern(pattern, members, prompt, options, stream))
+            return self._iterate(answer) if stream else answer
     method.__signature__, method.__doc__ = _adhoc_signature(pattern, asynchronous)
     method.__name__ = pattern.name
     return method
@@ -194,12 +205,16 @@ class AsyncClient:
     # One method per row of the pattern table (`client.race(providers, prompt, hedge_after_ms=50)`),
     # made below the class by `_adhoc_method`, with the route model's options in its signature.
 
-    async def _pattern(self, pattern: Pattern, members: Sequence[Any], prompt: Prompt, options: dict[str, Any]) -> Completion:
+    async def _pattern(self, pattern: Pattern, members: Sequence[Any], prompt: Prompt, options: dict[str, Any],
+                       stream: bool = False) -> Completion | AsyncIterator[Chunk]:
         listed = [dict(m) if isinstance(m, Mapping) else m for m in members]
         route = {"pattern": pattern.name, pattern.members: listed, **_split_options(pattern, options)}
         request = build_request(pattern.name, prompt, options)
         registry = self._registry or await self._models()
-        return await registry.adhoc(route).complete(request)
+        coordinator = registry.adhoc(route)  # a bad option is raised here, before any chunk
+        if stream:
+            return _chunks(coordinator, request)
+        return await coordinator.complete(request)
 
     # Workflows ─────────────────────────────────────────────────────────────────────────────
 

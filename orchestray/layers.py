@@ -13,6 +13,10 @@ from typing import Any
 
 from orchestray.budgets import SpendCappedModel
 from orchestray.guardrails import guard_for
+from orchestray.patterns import PATTERNS
+
+# The patterns whose members answer in turn: how an exported trace lays out their calls.
+SEQUENTIAL = frozenset(name for name, pattern in PATTERNS.items() if pattern.sequential)
 
 __all__ = ["around"]
 
@@ -30,5 +34,5 @@ def around(registry: Any, name: str, model: Any, route: bool = False) -> Any:
         from orchestray.telemetry import TracedModel, telemetry_for
 
         kinds = {p.name: (p.kind, p.model) for p in config.providers}
-        model = TracedModel(name, model, registry.telemetry or telemetry_for(config.telemetry), kinds)
+        model = TracedModel(name, model, registry.telemetry or telemetry_for(config.telemetry), kinds, SEQUENTIAL)
     return model

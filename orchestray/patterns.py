@@ -3,11 +3,12 @@
     PATTERNS["ensemble"] ── .route    EnsembleRoute: the options, as the config validates them
                          ├─ .build    the coordinator for a route of it (`route.build(...)`)
                          ├─ .members  the field the ad-hoc forms take first (providers, rules, steps)
-                         └─ .renamed  options whose name at the HTTP door differs (a chat field's)
+                         ├─ .renamed  options whose name at the HTTP door differs (a chat field's)
+                         └─ .sequential  whether its members answer in turn (how a trace lays them out)
 
 Everything else derives from the table: the config's `routes:` union (`Route`), the HTTP
-pattern endpoints and their bodies (`serving/_bodies.py`), and the Python API's ad-hoc methods
-(`AsyncClient.race`, ...). A new pattern is one route model with a `build` and one row here.
+pattern endpoints and their bodies (`serving/_bodies.py`), the Python API's ad-hoc methods
+(`AsyncClient.race`, ...), and the exported traces' layout (`telemetry.py`). A new pattern is one route model with a `build` and one row here.
 
 Routing rules and pipeline steps are typed models too, so a bad one fails at `load_config`
 with its path (`routes.auto.rules[1].regex: ...`, `routes.p.steps[2].when: ...`).
@@ -326,6 +327,9 @@ class Pattern:
     # Options whose ad-hoc HTTP name differs, because the route's name is also a chat request
     # field there (an ensemble's sample `temperature` beside the request's own).
     renamed: dict[str, str] = field(default_factory=dict)
+    # The members answer one after another (an escalation, a chain of steps), so an exported
+    # trace lays their calls out in turn rather than side by side (`orchestray.telemetry`).
+    sequential: bool = False
 
     @property
     def name(self) -> str:
@@ -345,11 +349,11 @@ PATTERNS: dict[str, Pattern] = {
     for p in (
         Pattern(RaceRoute),
         Pattern(EnsembleRoute, renamed={"temperature": "sample_temperature"}),
-        Pattern(CascadeRoute),
-        Pattern(TreeOfThoughtRoute, renamed={"max_tokens": "max_total_tokens"}),
+        Pattern(CascadeRoute, sequential=True),
+        Pattern(TreeOfThoughtRoute, renamed={"max_tokens": "max_total_tokens"}, sequential=True),
         Pattern(RoutingRoute, members="rules"),
-        Pattern(FallbackRoute),
-        Pattern(PipelineRoute, members="steps"),
+        Pattern(FallbackRoute, sequential=True),
+        Pattern(PipelineRoute, members="steps", sequential=True),
         Pattern(BalanceRoute),
     )
 }

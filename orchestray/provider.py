@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import time
-from collections import deque
-from typing import AsyncIterator, Awaitable, Callable, Protocol
+from typing import AsyncIterator, Awaitable, Callable
 
 import msgspec
 import tenacity
 
+from orchestray.admission import AdmissionGate
 from orchestray.backends import Backend, Quota, Reply
 from orchestray.config import ProviderConfig
 from orchestray.errors import (
@@ -31,6 +30,12 @@ from orchestray.messages import ChatRequest, Chunk, Completion, Span
 from orchestray.policies.circuit import CircuitBreaker
 from orchestray.policies.ratelimit import Permit, RateLimiter
 from orchestray.policies.retry import RetryPolicy
+from orchestray.provider_stats import (
+    ProviderMetrics,
+    ProviderStats,
+    _Latencies,
+    _NoMetrics,
+)
 
 __all__ = ["Provider", "AdmissionGate", "ProviderStats", "ProviderMetrics", "DEFAULT_OUTPUT_BUDGET"]
 
@@ -38,108 +43,6 @@ __all__ = ["Provider", "AdmissionGate", "ProviderStats", "ProviderMetrics", "DEF
 DEFAULT_OUTPUT_BUDGET = 256
 
 _log = logging.getLogger("orchestray.provider")
-
-
-class ProviderMetrics(Protocol):
-    """Where a provider reports each call; the actor plugs Ray metrics in, tests a recorder."""
-
-    def call(self, provider: str, outcome: str, latency_s: float, input_tokens: int, output_tokens: int, cost: float) -> None: ...
-
-    def rate_limited(self, provider: str) -> None: ...
-
-    def retried(self, provider: str) -> None: ...
-
-
-class _NoMetrics:
-    def call(self, *args) -> None:
-        pass
-
-    def rate_limited(self, provider: str) -> None:
-        pass
-
-    def retried(self, provider: str) -> None:
-        pass
-
-
-class ProviderStats(msgspec.Struct, kw_only=True):
-    name: str
-    requests: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost: float = 0.0
-    rate_limited: int = 0
-    retries: int = 0
-    timeouts: int = 0
-    in_flight: int = 0
-    waiting: int = 0
-    latency_p50_s: float | None = None
-    latency_p95_s: float | None = None
-    latency_p99_s: float | None = None
-    circuit: str = "closed"
-    limit_rpm: float | None = None  # the limits in force: configured, lowered or learned from headers
-    limit_tpm: float | None = None
-    paused_s: float = 0.0  # how long admissions are held back still (after a 429 or an empty quota)
-
-
-class AdmissionGate:
-    """Lets calls through a `RateLimiter` in the order they arrived.
-
-    asyncio.Lock wakes its waiters first-in first-out, so only the head of the line consults
-    the limiter, sleeping until its turn; everyone behind it keeps their place.
-    """
-
-    def __init__(self, limiter: RateLimiter, clock: Callable[[], float], sleep: Callable[[float], Awaitable[None]]):
-        self.limiter = limiter
-        self._clock = clock
-        self._sleep = sleep
-        self._line = asyncio.Lock()
-        self._released = asyncio.Event()
-        self.waiting = 0
-
-    async def acquire(self, tokens: int) -> Permit:
-        self.waiting += 1
-        joined = self._clock()
-        try:
-            async with self._line:
-                while True:
-                    now = self._clock()
-                    wait = self.limiter.delay(tokens, now)
-                    if wait <= 0:
-                        return self.limiter.admit(tokens, now, waiting_since=joined)
-                    if math.isinf(wait):
-                        self._released.clear()
-                        await self._released.wait()
-                    else:
-                        await self._sleep(wait)
-        finally:
-            self.waiting -= 1
-
-    def release(self, permit: Permit, used_tokens: int | None) -> None:
-        self.limiter.release(permit, used_tokens, self._clock())
-        self._released.set()
-
-
-class _Latencies:
-    """The latest call latencies, for percentiles (stats, and the hedging delay of a race)."""
-
-    def __init__(self, keep: int = 4096):
-        self._values: deque[float] = deque(maxlen=keep)
-        self._sorted: list[float] | None = None
-
-    def add(self, value: float) -> None:
-        self._values.append(value)
-        self._sorted = None
-
-    def quantile(self, q: float, min_samples: int = 1) -> float | None:
-        if len(self._values) < max(1, min_samples):
-            return None
-        if self._sorted is None:
-            self._sorted = sorted(self._values)
-        index = min(len(self._sorted) - 1, max(0, math.ceil(q * len(self._sorted)) - 1))
-        return self._sorted[index]
 
 
 class Provider:

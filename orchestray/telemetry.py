@@ -24,7 +24,7 @@ import contextvars
 import os
 import threading
 import time
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, AsyncIterator, Collection, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,7 +37,6 @@ __all__ = ["TelemetryConfig", "TracedModel", "Telemetry", "continue_trace", "tel
 _INCOMING: contextvars.ContextVar[str | None] = contextvars.ContextVar("orchestray_traceparent", default=None)
 # True inside a traced call: only the outermost exports (its tree holds the inner calls).
 _INSIDE: contextvars.ContextVar[bool] = contextvars.ContextVar("orchestray_traced", default=False)
-_SEQUENTIAL = {"cascade", "pipeline", "fallback", "tree_of_thought", "guardrail"}
 _SYSTEMS = {"openai": "openai", "anthropic": "anthropic", "simulated": "orchestray.simulated"}
 
 
@@ -91,7 +90,10 @@ class Telemetry:
 
     def export(self, root: Span, request: ChatRequest, started_ns: int, ended_ns: int,
                kinds: Mapping[str, tuple[str, str]], completion: Completion | None = None,
-               error: BaseException | None = None) -> None:
+               error: BaseException | None = None, sequential: Collection[str] = ()) -> None:
+        """Export `root`'s tree. `kinds` gives each provider's (kind, model); the children of a
+        span whose kind is in `sequential` (the pattern table's sequential patterns, from the
+        caller) are laid out one after another, the others side by side."""
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         incoming = _INCOMING.get()
@@ -110,9 +112,10 @@ class Telemetry:
             top["orchestray.cost_usd"] = completion.cost
         if error is not None:
             top["error.type"] = error_code(error)
-        self._emit(root, parent, started_ns, ended_ns, kinds, top, error)
+        self._emit(root, parent, started_ns, ended_ns, kinds, top, error, {*sequential, "guardrail"})
 
-    def _emit(self, span: Span, parent, start_ns: int, end_ns: int, kinds, extra: dict | None, error) -> None:
+    def _emit(self, span: Span, parent, start_ns: int, end_ns: int, kinds, extra: dict | None, error,
+              sequential: Collection[str]) -> None:
         from opentelemetry import trace
         from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -160,9 +163,9 @@ class Telemetry:
         at = start_ns
         for child in span.children:
             length = int(child.latency_s * 1e9)
-            child_start = at if span.kind in _SEQUENTIAL else start_ns
+            child_start = at if span.kind in sequential else start_ns
             child_end = min(end_ns, child_start + length) if length else child_start
-            self._emit(child, context, child_start, max(child_start, child_end), kinds, None, None)
+            self._emit(child, context, child_start, max(child_start, child_end), kinds, None, None, sequential)
             at = child_end
         otel.end(end_time=end_ns)
 
@@ -215,11 +218,13 @@ def flush() -> None:
 class TracedModel:
     """A provider or route whose outermost calls export their trace; the rest passes through."""
 
-    def __init__(self, name: str, model: Any, telemetry: Telemetry, kinds: Mapping[str, tuple[str, str]]):
+    def __init__(self, name: str, model: Any, telemetry: Telemetry, kinds: Mapping[str, tuple[str, str]],
+                 sequential: Collection[str] = ()):
         self.name = name
         self.model = model
         self.telemetry = telemetry
         self.kinds = kinds
+        self.sequential = sequential
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self.__dict__["model"], attr)
@@ -231,7 +236,7 @@ class TracedModel:
         span = getattr(err, "span", None) or Span(name=self.name, kind="provider" if self.name in self.kinds else "route",
                                                    outcome="error", error=str(err))
         span = span if span.outcome == "error" else Span(name=span.name, kind=span.kind, outcome="error", error=str(err), children=[span])
-        self.telemetry.export(span, request, started, time.time_ns(), self.kinds, error=err)
+        self.telemetry.export(span, request, started, time.time_ns(), self.kinds, error=err, sequential=self.sequential)
 
     async def complete(self, request: ChatRequest) -> Completion:
         if _INSIDE.get():
@@ -246,7 +251,8 @@ class TracedModel:
         finally:
             _INSIDE.reset(token)
         if completion.trace is not None:
-            self.telemetry.export(completion.trace, request, started, time.time_ns(), self.kinds, completion)
+            self.telemetry.export(completion.trace, request, started, time.time_ns(), self.kinds, completion,
+                                  sequential=self.sequential)
         return completion
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
@@ -269,5 +275,6 @@ class TracedModel:
             finally:
                 _INSIDE.reset(token)
             if chunk.done and chunk.completion is not None and chunk.completion.trace is not None:
-                self.telemetry.export(chunk.completion.trace, request, started, time.time_ns(), self.kinds, chunk.completion)
+                self.telemetry.export(chunk.completion.trace, request, started, time.time_ns(), self.kinds, chunk.completion,
+                                      sequential=self.sequential)
             yield chunk

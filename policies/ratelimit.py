@@ -1,7 +1,7 @@
 """Rate limiting as pure arithmetic: a pace, a window log, and a limiter deciding when a call may go.
 
 Time is always an argument (seconds on any monotonic clock); nothing here sleeps. The async
-gate that waits on these decisions lives with the provider (`orchestray.provider`).
+gate that waits on these decisions lives beside the provider (`orchestray.admission`).
 
 Providers state limits per minute, enforce them over short spans, and do not say how: a sliding
 one-second window, calendar seconds, or a token bucket refilling continuously ("limits may be

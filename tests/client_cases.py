@@ -79,6 +79,19 @@ async def test_every_ad_hoc_pattern_runs_with_its_routes_options(client, names):
     assert piped.trace.kind == "pipeline" and [s.name for s in piped.trace.children] == ["solve", "check"]
 
 
+async def test_ad_hoc_patterns_stream_as_named_routes_do(client, names):
+    small, large = names["small"], names["large"]
+    chunks = [c async for c in await client.race([large], "What is 6 * 7?", stream=True, hedge_after_ms=1000)]
+    whole = chunks[-1].completion
+    assert chunks[-1].done and whole.trace.kind == "race" and whole.content.endswith("Answer: 42")
+    assert len(chunks) > 2 and "".join(c.delta for c in chunks) == whole.content  # in pieces, adding up
+    voted = [c async for c in await client.ensemble([small], "What is 6 * 7?", stream=True, samples=3)]
+    assert voted[-1].done and voted[-1].completion.trace.provider_calls() == 3
+    # A bad option is refused when the stream is asked for, before any chunk.
+    with pytest.raises(RequestError, match=r"^samples: Input should be less than or equal to 64"):
+        await client.ensemble([small], "hi", samples=65, stream=True)
+
+
 async def test_bad_pattern_options_read_as_the_configs_errors(client, names):
     with pytest.raises(RequestError, match=r"^providers\[1\]: unknown model 'ghost': no provider or route has that name"):
         await client.race([names["small"], "ghost"], "hi")
@@ -121,6 +134,8 @@ def test_the_blocking_client_has_the_same_methods(client, names):
         pieces = list(blocking.stream(names["large"], "What is 2 * 8?"))
         assert pieces[-1].done
         assert blocking.ensemble([names["small"]], "What is 2 * 8?", samples=3).trace.provider_calls() == 3
+        streamed = list(blocking.race([names["large"]], "What is 2 * 8?", stream=True))
+        assert streamed[-1].done and "".join(c.delta for c in streamed) == streamed[-1].completion.content
         records = list(blocking.batch([ChatRequest(messages=(Message("user", "What is 1 + 1?"),), model=names["small"])]))
         assert len(records) == 1 and records[0].error is None
 

@@ -203,12 +203,12 @@ class Gateway:
             raise ProviderUnavailableError("the stream ended before its answer") from None
 
     async def _stream(self, request: ChatRequest, request_id: str, include_usage: bool, http: Request,
-                      chunks, first: Chunk):
+                      chunks, first: Chunk, model: str | None = None):
         """OpenAI's chunk sequence: per choice a role chunk, then its content, refusal and
         tool-call deltas; at the end one finish chunk per choice (with its logprobs), then the
-        usage chunk when asked for, then [DONE]."""
+        usage chunk when asked for, then [DONE]. `model` names the answer (default: the request's)."""
         created = int(time.time())
-        model = request.model
+        model = model or request.model
         opened: set[int] = set()
 
         def piece(chunk: Chunk) -> bytes:
@@ -275,8 +275,16 @@ class Gateway:
         request = chat.to_request(request_id)
         route = body.route()
         # Validated as a route of the config would be, then run once in this replica.
-        completion = await self.models.adhoc(route).complete(request)
-        return self._answer(completion, request_id, f"pattern:{route['pattern']}", http)
+        pattern = self.models.adhoc(route)
+        model = f"pattern:{route['pattern']}"
+        if chat.stream:  # streamed as a named route's answer is, under the pattern's name
+            include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
+            chunks = aiter(pattern.stream(request))
+            first = await self._first_chunk(chunks)
+            return StreamingResponse(self._stream(request, request_id, include_usage, http, chunks, first, model),
+                                     media_type="text/event-stream", headers={"cache-control": "no-cache"})
+        completion = await pattern.complete(request)
+        return self._answer(completion, request_id, model, http)
 
     # One endpoint per row of the pattern table, each with its typed body (in /docs).
     for _name, _body in PATTERN_BODIES.items():

@@ -36,6 +36,8 @@ class PatternBody(BaseModel):
     n: int | None = Field(default=None, ge=1, le=16, description="independent runs of the pattern, one choice each")
     stop: str | list[str] | None = None
     top_p: float | None = Field(default=None, ge=0, le=1)
+    stream: bool | None = Field(default=None, description="the answer as OpenAI's chat-completion chunks (SSE)")
+    stream_options: dict[str, Any] | None = Field(default=None, description="{\"include_usage\": true} for a final usage chunk")
 
     pattern_of: ClassVar[Pattern]  # the table's row, set on each derived body
 

@@ -10,7 +10,7 @@ over the evaluations). A state is solved when one number is left and the express
 its steps uses each puzzle number once and equals 24, checked exactly with fractions. The test
 set is ranks 901-1000 of the 4nums.com puzzles (`load_puzzles()`).
 
-Contract for the simulated model (`orchestray/simulated.py`). The three prompts this module
+Contract for the simulated model (`orchestray/simulated/`). The three prompts this module
 sends open with a fixed first line, and their last `Numbers:` line holds the numbers in play
 (integers or fractions like 13/4); `parse_game24_prompt(text)` reads both. They never contain
 the word "confidence", and they contain sample arithmetic, so the game's skill must be tried

@@ -280,6 +280,26 @@ def test_ad_hoc_patterns(gateway):
     assert bad.status_code == 400 and "steps[0].when: no earlier step named 'ghost'" in bad.json()["error"]["message"]
 
 
+def test_ad_hoc_patterns_stream_through_the_openai_client(gateway):
+    """`stream: true` on a pattern endpoint gives OpenAI's chunks, read by the SDK's own Stream."""
+    from openai.types.chat import ChatCompletionChunk
+
+    client = openai.OpenAI(base_url=f"{gateway}/v1", api_key=KEY, max_retries=0)
+    body = {"messages": [{"role": "user", "content": "What is 6 * 7?"}], "providers": ["srv-small"], "samples": 3,
+            "stream": True, "stream_options": {"include_usage": True}}
+    stream = client.post("/patterns/ensemble", body=body, cast_to=ChatCompletionChunk, stream=True,
+                         stream_cls=openai.Stream[ChatCompletionChunk])
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert {c.model for c in chunks} == {"pattern:ensemble"} and "Answer:" in text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].usage.completion_tokens > 0 and len(chunks) > 3
+    # A bad option is a 400 before the stream starts, as for a named route.
+    with pytest.raises(openai.BadRequestError, match="samples"):
+        client.post("/patterns/ensemble", body={**body, "samples": 65}, cast_to=ChatCompletionChunk, stream=True,
+                    stream_cls=openai.Stream[ChatCompletionChunk])
+
+
 def test_two_replicas_hammering_one_limited_provider_stay_under_its_limit(gateway, limited_emulator):
     limited_emulator.reset()
     body = {"model": "srv-limited", "messages": [{"role": "user", "content": "What is 1 + 1?"}], "max_tokens": 32}

@@ -8,7 +8,9 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from orchestray.config import parse_config
 from orchestray.errors import RateLimitedError
-from orchestray.messages import ChatRequest, Message
+from orchestray.layers import SEQUENTIAL
+from orchestray.messages import ChatRequest, Message, Span
+from orchestray.patterns import PATTERNS
 from orchestray.registry import Registry
 from orchestray.telemetry import Telemetry, TelemetryConfig, continue_trace
 from orchestray.testing import ScriptedModel
@@ -81,3 +83,17 @@ async def test_a_stream_exports_once_it_is_done():
 def test_the_endpoint_gets_the_traces_path():
     assert TelemetryConfig(otlp_endpoint="http://c:4318").traces_url() == "http://c:4318/v1/traces"
     assert TelemetryConfig(otlp_endpoint="http://c:4318/v1/traces/").traces_url() == "http://c:4318/v1/traces"
+
+
+@pytest.mark.parametrize("pattern", sorted(PATTERNS))
+def test_members_are_laid_out_in_turn_exactly_for_the_tables_sequential_patterns(pattern):
+    exporter = InMemorySpanExporter()
+    telemetry = Telemetry(TelemetryConfig(otlp_endpoint="http://127.0.0.1:1"), exporter=exporter)
+    members = [Span(name=f"m{i}", model=f"m{i}", latency_s=1.0) for i in range(2)]
+    telemetry.export(Span(name="r", kind=pattern, latency_s=2.0, children=members), _ask(), 0, 2_000_000_000, {},
+                     sequential=SEQUENTIAL)
+    first, second = sorted((s for s in exporter.get_finished_spans() if s.name != f"{pattern} r"), key=lambda s: s.name)
+    in_turn = second.start_time == first.end_time == 1_000_000_000
+    side_by_side = second.start_time == first.start_time == 0
+    assert (in_turn, side_by_side) == ((True, False) if PATTERNS[pattern].sequential else (False, True))
+    assert PATTERNS["fallback"].sequential and not PATTERNS["race"].sequential  # the table says which
