@@ -18,6 +18,7 @@ import msgspec
 import tenacity
 
 from orchestray.backends import Backend, Quota, Reply
+from orchestray.backends._send_stamp import sending
 from orchestray.config import ProviderConfig
 from orchestray.errors import (
     CircuitOpenError,
@@ -99,7 +100,7 @@ class AdmissionGate:
         self._released = asyncio.Event()
         self.waiting = 0
 
-    async def acquire(self, tokens: int) -> Permit:
+    async def acquire(self, tokens: int, at_send: bool = False) -> Permit:
         self.waiting += 1
         joined = self._clock()
         try:
@@ -108,7 +109,7 @@ class AdmissionGate:
                     now = self._clock()
                     wait = self.limiter.delay(tokens, now)
                     if wait <= 0:
-                        return self.limiter.admit(tokens, now, waiting_since=joined)
+                        return self.limiter.admit(tokens, now, waiting_since=joined, at_send=at_send)
                     if math.isinf(wait):
                         self._released.clear()
                         await self._released.wait()
@@ -120,6 +121,10 @@ class AdmissionGate:
     def release(self, permit: Permit, used_tokens: int | None) -> None:
         self.limiter.release(permit, used_tokens, self._clock())
         self._released.set()
+
+    def sent(self, permit: Permit) -> None:
+        """The call's request went out now: its window entry takes this time (see `at_send`)."""
+        self.limiter.sent(permit, self._clock())
 
 
 class _Latencies:
@@ -162,6 +167,9 @@ class Provider:
         self._rng = rng or random.Random()
         self.limiter = RateLimiter(config.limits.to_limits(), clock())
         self.gate = AdmissionGate(self.limiter, clock, sleep)
+        # A backend whose transport reports when each request's headers are written: its calls
+        # count in the window from then, not from admission (see backends._send_stamp).
+        self._at_send = bool(getattr(backend, "stamps_sends", False))
         self.retry = RetryPolicy(max_retries=config.max_retries)
         circuit = config.circuit
         self.circuit = CircuitBreaker(circuit.failure_rate, circuit.min_calls, circuit.window_s, circuit.cooldown_s)
@@ -311,10 +319,11 @@ class Provider:
 
     async def _attempt(self, request: ChatRequest, prompt_tokens: int, budget: int, deadline: float) -> Reply:
         admitted_at = await self._through_circuit(request, deadline)
-        permit = await self.gate.acquire(budget)
+        permit = await self.gate.acquire(budget, self._at_send)
         used: int | None = None
         try:
-            reply = await self._guard(self.backend.complete(request), request.timeout_s or self.config.timeout_s)
+            with sending(lambda: self.gate.sent(permit)):
+                reply = await self._guard(self.backend.complete(request), request.timeout_s or self.config.timeout_s)
             used = reply.input_tokens + reply.output_tokens
             self._after_reply(reply, permit, admitted_at)
             return reply
@@ -329,10 +338,11 @@ class Provider:
 
     async def _open_stream(self, request: ChatRequest, prompt_tokens: int, budget: int, deadline: float):
         admitted_at = await self._through_circuit(request, deadline)
-        permit = await self.gate.acquire(budget)
+        permit = await self.gate.acquire(budget, self._at_send)
         pieces = aiter(self.backend.stream(request))
         try:
-            first = await self._guard(anext(pieces), request.timeout_s or self.config.timeout_s)
+            with sending(lambda: self.gate.sent(permit)):
+                first = await self._guard(anext(pieces), request.timeout_s or self.config.timeout_s)
         except asyncio.CancelledError:
             self.gate.release(permit, prompt_tokens)
             await pieces.aclose()
