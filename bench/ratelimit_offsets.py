@@ -11,7 +11,9 @@ handler began and the time its quota counted it; time.monotonic is one clock for
 on the host, so the client's stamps compare directly. No Ray: the clients run in this process.
 
   limiter       orchestray's `Provider` (the provider actor's logic, same SDK on aiohttp), the
-                limit configured, N requests C in flight; stamp: when the limiter admitted a call
+                limit configured, N requests C in flight; stamp: the time its window entry
+                carries, the send (aiohttp wrote the headers), as the product does
+  limiter-at-admission   the same, its window stamped at admission (the product before)
   schedule p    an ideal fixed schedule, no limiter: call k sent at t0 + k / (p x limit) with raw
                 aiohttp, no retries; stamp: just before the send
   sdk p         the same schedule through the openai SDK on aiohttp (what the provider pays)
@@ -78,15 +80,13 @@ def _move_entry(log, admitted_at: float, to: float) -> None:
 
 
 async def run_limiter(base_url: str, n: int, rpm: int, concurrency: int, handed: list[float], written: list[float],
-                      at_write: bool = False) -> list[float]:  # fmt: skip
-    """The provider's stamps (admitted); `handed` gets when the SDK handed each request to its
-    HTTP client (the httpx request hook: after the SDK's own work, before the transport's), and
-    `written` when aiohttp wrote its headers to the socket (its `on_request_headers_sent` trace,
-    on a session of the same kind the SDK's transport makes, given to that transport).
-
-    `at_write` (an experiment, not the product's code): when a call's headers are written later
-    than usual after its admission (usual: the 10th percentile of the last 200), its window-log
-    entry moves later by the difference, so the window holds the call 1 s after it went out."""
+                      at_send: bool = True) -> tuple[list[float], list[float]]:  # fmt: skip
+    """The provider's stamps: (admitted, window) where window is the time its window entry
+    carries: the send (headers written) with `at_send`, as the product does on the SDKs' aiohttp
+    transport, else the admission. `handed` gets when the SDK handed each request to its HTTP
+    client (the httpx request hook: after the SDK's own work, before the transport's), and
+    `written` when aiohttp wrote its headers (a second `on_request_headers_sent` trace beside
+    the product's)."""
     config = ProviderConfig(name=f"offsets-{uuid.uuid4().hex[:6]}", kind="openai", model=MODEL, base_url=base_url, limits={"rpm": rpm})
     backend = make_backend(config, "bench")
 
@@ -95,40 +95,32 @@ async def run_limiter(base_url: str, n: int, rpm: int, concurrency: int, handed:
 
     backend._client._client.event_hooks = {"request": [hook], "response": []}
 
-    lateness: deque[float] = deque(maxlen=200)
-
     async def on_written(session, context, params) -> None:
-        now = time.monotonic()
-        written.append(now)
-        permit = _PERMIT.get()
-        if not at_write or permit is None:
-            return
-        late = now - permit.admitted_at
-        lateness.append(late)
-        usual = sorted(lateness)[len(lateness) // 10]
-        if late > usual:
-            limiter = provider.limiter
-            for quota in (limiter._requests, limiter._tokens):
-                _move_entry(quota.log, permit.admitted_at, permit.admitted_at + late - usual)
-            permit.admitted_at += late - usual
+        written.append(time.monotonic())
 
     trace = aiohttp.TraceConfig()
     trace.on_request_headers_sent.append(on_written)
+    trace.freeze()
     transport = backend._client._client._transport  # the SDK's vendored aiohttp transport
-    transport.client = lambda: aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100), trace_configs=[trace])
+    product_session = transport.client  # the product's own hook (backends._send_stamp)
+
+    def session() -> aiohttp.ClientSession:
+        built = product_session()
+        built.trace_configs.append(trace)
+        return built
+
+    transport.client = session
+    backend.stamps_sends = at_send
     provider = Provider(config, backend)
-    stamps: list[float] = []
+    permits = []
+    acquire = provider.gate.acquire
 
-    class Recording(RateLimiter):
-        __slots__ = ()  # the same layout, so the provider's limiter can become one
+    async def recording_acquire(*args, **kwargs):
+        permit = await acquire(*args, **kwargs)
+        permits.append(permit)
+        return permit
 
-        def admit(self, tokens, now, waiting_since=None):
-            stamps.append(now)
-            permit = super().admit(tokens, now, waiting_since)
-            _PERMIT.set(permit)  # the calling task's context: the trace above runs in it
-            return permit
-
-    provider.limiter.__class__ = Recording
+    provider.gate.acquire = recording_acquire
     gate = asyncio.Semaphore(concurrency)
 
     async def one(i: int) -> None:
@@ -142,7 +134,7 @@ async def run_limiter(base_url: str, n: int, rpm: int, concurrency: int, handed:
         await asyncio.gather(*(one(i) for i in range(n)))
     finally:
         await provider.close()
-    return stamps
+    return [p.admitted_at for p in permits], [p.logged_at if p.logged_at is not None else p.admitted_at for p in permits]
 
 
 async def run_schedule(base_url: str, n: int, rate: float, via_sdk: bool) -> list[float]:
@@ -184,7 +176,8 @@ def split(stamps: list[float], later: list[float]) -> dict:
     return {q: round(quantile(ms, v), 2) for q, v in (("p50", 0.5), ("p99", 0.99), ("p999", 0.999))} | {"max": round(max(ms, default=0), 2)}
 
 
-def analyse(case: str, stamps: list[float], log: dict, limit: int, cpu: dict, handed: list[float], written: list[float]) -> dict:
+def analyse(case: str, stamps: list[float], log: dict, limit: int, cpu: dict, handed: list[float], written: list[float],
+            admitted: list[float] | None = None) -> dict:  # fmt: skip
     rows = log["rows"]
     counted = sorted(r[1] for r in rows)
     admitted = [r[1] for r in rows if r[3]]
@@ -219,7 +212,7 @@ def analyse(case: str, stamps: list[float], log: dict, limit: int, cpu: dict, ha
         "late_pairs": {f"{s:g}ms": round(sum(1 for d in pairs if d > s) / max(1, len(pairs)), 5) for s in SLACKS_MS},
         "cpu_s": cpu,
         # The limiter's delay in three parts: admitted -> handed to the HTTP client -> headers written -> the emulator's handler.
-        "split_ms": {"admitted_to_handed": split(stamps, handed), "handed_to_written": split(handed, written),
+        "split_ms": {"admitted_to_handed": split(admitted or stamps, handed), "handed_to_written": split(handed, written),
                      "written_to_handler": split(written, [r[0] for r in rows])} if handed else None,  # fmt: skip
     }
 
@@ -232,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--latency-sigma", type=float, default=1.0)
     parser.add_argument("--limit-mode", default="sliding", choices=("sliding", "fixed", "bucket"), help="the emulator's shape (default: %(default)s)")
-    parser.add_argument("--cases", default="limiter,schedule-0.995,schedule-0.99,schedule-0.98,sdk-0.99")
+    parser.add_argument("--cases", default="limiter,limiter-at-admission,schedule-0.995,schedule-0.99,sdk-0.99")
     parser.add_argument("-o", "--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     limit = args.rpm // 60
@@ -248,9 +241,10 @@ def main(argv: list[str] | None = None) -> int:
             before = (me.cpu_times(), server.cpu_times(), time.monotonic())
             handed: list[float] = []
             written: list[float] = []
-            if case in ("limiter", "limiter-at-write"):
-                stamps = asyncio.run(run_limiter(emulator.openai_base_url, args.requests, args.rpm, args.concurrency, handed, written,
-                                                 at_write=case == "limiter-at-write"))  # fmt: skip
+            admitted = None
+            if case in ("limiter", "limiter-at-admission"):
+                admitted, stamps = asyncio.run(run_limiter(emulator.openai_base_url, args.requests, args.rpm, args.concurrency, handed,
+                                                           written, at_send=case == "limiter"))  # fmt: skip
             else:
                 kind, fraction = case.split("-")
                 stamps = asyncio.run(run_schedule(emulator.openai_base_url, args.requests, limit * float(fraction), kind == "sdk"))
@@ -262,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                 "emulator": round((after[1].user + after[1].system) - (before[1].user + before[1].system), 2),
                 "load_1m": round(os.getloadavg()[0], 2),
             }
-            results.append(analyse(case, stamps, emulator.arrivals(), limit, cpu, handed, written))
+            results.append(analyse(case, stamps, emulator.arrivals(), limit, cpu, handed, written, admitted))
             print(f"  {case}: done in {wall:.1f}s", flush=True)
 
     rows = [("case", "429s", "over L by client/emu", "min L-gap ms", "steady %", "delay p50", "p99", "p99.9", "max ms", "emulator own p99/max", "late >5/10/20 ms %", "CPU client/emu s", "wall s", "load")]

@@ -26,7 +26,7 @@ class AdmissionGate:
         self._released = asyncio.Event()
         self.waiting = 0
 
-    async def acquire(self, tokens: int) -> Permit:
+    async def acquire(self, tokens: int, at_send: bool = False) -> Permit:
         self.waiting += 1
         joined = self._clock()
         try:
@@ -35,7 +35,7 @@ class AdmissionGate:
                     now = self._clock()
                     wait = self.limiter.delay(tokens, now)
                     if wait <= 0:
-                        return self.limiter.admit(tokens, now, waiting_since=joined)
+                        return self.limiter.admit(tokens, now, waiting_since=joined, at_send=at_send)
                     if math.isinf(wait):
                         self._released.clear()
                         await self._released.wait()
@@ -47,3 +47,7 @@ class AdmissionGate:
     def release(self, permit: Permit, used_tokens: int | None) -> None:
         self.limiter.release(permit, used_tokens, self._clock())
         self._released.set()
+
+    def sent(self, permit: Permit) -> None:
+        """The call's request went out now: its window entry takes this time (see `at_send`)."""
+        self.limiter.sent(permit, self._clock())

@@ -17,6 +17,7 @@ import tenacity
 
 from orchestray.admission import AdmissionGate
 from orchestray.backends import Backend, Quota, Reply
+from orchestray.backends._send_stamp import sending
 from orchestray.config import ProviderConfig
 from orchestray.errors import (
     CircuitOpenError,
@@ -65,6 +66,9 @@ class Provider:
         self._rng = rng or random.Random()
         self.limiter = RateLimiter(config.limits.to_limits(), clock())
         self.gate = AdmissionGate(self.limiter, clock, sleep)
+        # A backend whose transport reports when each request's headers are written: its calls
+        # count in the window from then, not from admission (see backends._send_stamp).
+        self._at_send = bool(getattr(backend, "stamps_sends", False))
         self.retry = RetryPolicy(max_retries=config.max_retries)
         circuit = config.circuit
         self.circuit = CircuitBreaker(circuit.failure_rate, circuit.min_calls, circuit.window_s, circuit.cooldown_s)
@@ -214,10 +218,11 @@ class Provider:
 
     async def _attempt(self, request: ChatRequest, prompt_tokens: int, budget: int, deadline: float) -> Reply:
         admitted_at = await self._through_circuit(request, deadline)
-        permit = await self.gate.acquire(budget)
+        permit = await self.gate.acquire(budget, self._at_send)
         used: int | None = None
         try:
-            reply = await self._guard(self.backend.complete(request), request.timeout_s or self.config.timeout_s)
+            with sending(lambda: self.gate.sent(permit)):
+                reply = await self._guard(self.backend.complete(request), request.timeout_s or self.config.timeout_s)
             used = reply.input_tokens + reply.output_tokens
             self._after_reply(reply, permit, admitted_at)
             return reply
@@ -232,10 +237,11 @@ class Provider:
 
     async def _open_stream(self, request: ChatRequest, prompt_tokens: int, budget: int, deadline: float):
         admitted_at = await self._through_circuit(request, deadline)
-        permit = await self.gate.acquire(budget)
+        permit = await self.gate.acquire(budget, self._at_send)
         pieces = aiter(self.backend.stream(request))
         try:
-            first = await self._guard(anext(pieces), request.timeout_s or self.config.timeout_s)
+            with sending(lambda: self.gate.sent(permit)):
+                first = await self._guard(anext(pieces), request.timeout_s or self.config.timeout_s)
         except asyncio.CancelledError:
             self.gate.release(permit, prompt_tokens)
             await pieces.aclose()

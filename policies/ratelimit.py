@@ -13,6 +13,12 @@ quantized"). A pacer exact on one shape overruns another, so every limit is held
   span's allowance in any span, whichever way the provider counts. Even pacing below the rate
   keeps every sliding window, every calendar window and every bucket within its limit.
 
+A call is counted by the provider when its request reaches it, not when this limiter lets it go:
+whatever delays a call in between (the event loop, the SDK, the HTTP client) would let the
+provider see more than the limit in its window although this limiter did not. So a call can be
+admitted `at_send`: it holds its place in the window as if sent at every moment until its
+transport reports the headers written (`RateLimiter.sent`), and only then takes its real time.
+
 A 429 while pacing within the limit means the provider counted some calls later than this
 limiter did (a stalled network, client or server): it widens the window kept by 1% and shrinks
 the catch-up burst, rather than cutting the rate. Only 429s that keep coming slow the rate, and
@@ -133,7 +139,7 @@ class WindowLog:
     would admit it otherwise), as providers let a request larger than a second's quota through.
     """
 
-    __slots__ = ("span", "_times", "_amounts", "_used")
+    __slots__ = ("span", "_times", "_amounts", "_used", "_held")
 
     def __init__(self, span_s: float):
         if span_s <= 0:
@@ -142,6 +148,7 @@ class WindowLog:
         self._times: deque[float] = deque()
         self._amounts: deque[float] = deque()
         self._used = 0.0
+        self._held = 0.0  # admitted, not yet sent: inside every window until it is
 
     def used(self, now: float) -> float:
         times, amounts = self._times, self._amounts
@@ -150,7 +157,7 @@ class WindowLog:
             self._used -= amounts.popleft()
         if not times:
             self._used = 0.0  # no rounding drift survives an empty window
-        return self._used
+        return self._used + self._held
 
     def time_until(self, amount: float, cap: float, now: float) -> float:
         """Seconds until `amount` more keeps the window within `cap` (0 when it does now)."""
@@ -163,6 +170,8 @@ class WindowLog:
             freed += taken
             if freed >= needed - _EPSILON:
                 return max(_EPSILON, when + self.span - now)
+        if self._held > _EPSILON:
+            return _HELD_POLL_S  # what would free it has not even gone out yet
         return max(_EPSILON, self._times[-1] + self.span - now)
 
     def empty_in(self, now: float) -> float:
@@ -175,6 +184,19 @@ class WindowLog:
         self._times.append(now)
         self._amounts.append(amount)
         self._used += amount
+
+    def hold(self, amount: float) -> None:
+        """Count `amount` admitted but not yet sent: in every window from now until `sent`."""
+        self._held += amount
+
+    def sent(self, amount: float, now: float) -> None:
+        """What `hold` counted went out at `now`: from here on it leaves the window like any other."""
+        self._held = max(0.0, self._held - amount)
+        self.add(amount, now)
+
+    def unhold(self, amount: float) -> None:
+        """What `hold` counted never went out (failed or cancelled before the send)."""
+        self._held = max(0.0, self._held - amount)
 
     def refund(self, amount: float, admitted_at: float, now: float) -> None:
         """Take back part of what was admitted at `admitted_at` (when it is still in the window)."""
@@ -216,17 +238,22 @@ class Limits:
 class Permit:
     """What one admitted call holds: its token estimate and when it went, reconciled on release.
 
+    `admitted_at` is when the limiter let it go; `logged_at` the time its window entry carries
+    (the admission, or for a call admitted `at_send` the send, None until then).
+
     `window_requests` and `window_tokens` are what this limiter had sent over the window as it
     admitted the call (the call included): what the provider's headers on its answer are
     compared with, to see another client's share.
     """
 
-    __slots__ = ("tokens", "released", "admitted_at", "window_requests", "window_tokens")
+    __slots__ = ("tokens", "released", "admitted_at", "logged_at", "window_requests", "window_tokens")
 
-    def __init__(self, tokens: int, admitted_at: float = 0.0, window_requests: float = 0.0, window_tokens: float = 0.0):
+    def __init__(self, tokens: int, admitted_at: float = 0.0, window_requests: float = 0.0, window_tokens: float = 0.0,
+                 *, held: bool = False):  # fmt: skip
         self.tokens = tokens
         self.released = False
         self.admitted_at = admitted_at
+        self.logged_at: float | None = None if held else admitted_at
         self.window_requests = window_requests
         self.window_tokens = window_tokens
 
@@ -246,6 +273,7 @@ _SLOWEST = 0.25
 _RECOVERY_PER_S = 0.1  # and it recovers this much of the limit per second without a 429
 _OTHERS_WEIGHT = 0.2  # smoothing of another client's share seen in the headers
 _OTHERS_DEADBAND = 0.02  # below this fraction of the window, the difference is clock skew
+_HELD_POLL_S = 0.001  # a window full of calls not yet sent is looked at again this soon
 
 
 class _Quota:
@@ -356,14 +384,27 @@ class RateLimiter:
                 wait = max(wait, quota.pace.time_until(now), quota.log.time_until(amount, self.cap(quota), now))
         return wait
 
-    def admit(self, tokens: int, now: float, waiting_since: float | None = None) -> Permit:
-        """Let a call go. `waiting_since` is when it joined the line (None: just now)."""
+    def admit(self, tokens: int, now: float, waiting_since: float | None = None, at_send: bool = False) -> Permit:
+        """Let a call go. `waiting_since` is when it joined the line (None: just now). With
+        `at_send`, its window entry waits for `sent` to stamp it with the real send time."""
         for quota, amount in ((self._requests, 1), (self._tokens, tokens)):
             if quota.pace is not None:
                 quota.pace.book(amount, now, waiting_since)
-            quota.log.add(amount, now)  # kept unconfigured too: a limit learned later knows the past
+            # Kept unconfigured too: a limit learned later knows the past.
+            if at_send:
+                quota.log.hold(amount)
+            else:
+                quota.log.add(amount, now)
         self.in_flight += 1
-        return Permit(tokens, now, self._requests.log.used(now), self._tokens.log.used(now))
+        return Permit(tokens, now, self._requests.log.used(now), self._tokens.log.used(now), held=at_send)
+
+    def sent(self, permit: Permit, now: float) -> None:
+        """The request of a call admitted `at_send` went out at `now` (its headers written)."""
+        if permit.logged_at is not None or permit.released:
+            return  # stamped already (a redirect writes headers twice), or not held
+        permit.logged_at = now
+        self._requests.log.sent(1, now)
+        self._tokens.log.sent(permit.tokens, now)
 
     def release(self, permit: Permit, used_tokens: int | None, now: float) -> None:
         """End a call. `used_tokens` is the reported usage; None when unknown (keep the estimate)."""
@@ -371,15 +412,21 @@ class RateLimiter:
             return
         permit.released = True
         self.in_flight -= 1
+        if permit.logged_at is None:
+            # Never sent: the provider never counted it, so neither does the window.
+            self._requests.log.unhold(1)
+            self._tokens.log.unhold(permit.tokens)
         if used_tokens is None:
             return
         quota, difference = self._tokens, permit.tokens - used_tokens
         if difference > 0:
-            quota.log.refund(difference, permit.admitted_at, now)
+            if permit.logged_at is not None:
+                quota.log.refund(difference, permit.logged_at, now)
             if quota.pace is not None:
                 quota.pace.refund(difference)
         elif difference < 0:
-            quota.log.charge(-difference, permit.admitted_at, now)
+            if permit.logged_at is not None:
+                quota.log.charge(-difference, permit.logged_at, now)
             if quota.pace is not None:
                 quota.pace.charge(-difference)
 

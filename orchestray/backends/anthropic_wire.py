@@ -13,6 +13,7 @@ from orchestray.anthropic_format import SAMPLING_FIELDS, StreamDecoder, json_too
 from orchestray.backends import refuse_unsupported
 from orchestray.backends._reply import Reply, parse_quota
 from orchestray.backends._sdk_errors import from_sdk_error
+from orchestray.backends._send_stamp import stamp_sends
 from orchestray.config import ProviderConfig
 from orchestray.errors import RequestError
 from orchestray.messages import ChatRequest, Chunk, Choice
@@ -55,6 +56,8 @@ class AnthropicBackend:
             timeout=config.timeout_s,
             http_client=anthropic.DefaultAioHttpClient(timeout=config.timeout_s),
         )
+        # Calls count in the limiter's window from when their headers are written (see _send_stamp).
+        self.stamps_sends = client is None and stamp_sends(self._client)
 
     def _arguments(self, request: ChatRequest, sampling: bool, stream: bool) -> dict[str, Any]:
         body = request_body(request, self.model, sampling=sampling)

@@ -10,6 +10,7 @@ import openai
 from orchestray.backends import refuse_unsupported
 from orchestray.backends._reply import Reply, parse_quota
 from orchestray.backends._sdk_errors import from_sdk_error
+from orchestray.backends._send_stamp import stamp_sends
 from orchestray.config import ProviderConfig
 from orchestray.errors import ProviderUnavailableError
 from orchestray.messages import ChatRequest, Choice, Chunk, ToolCall, ToolCallDelta
@@ -192,6 +193,8 @@ class OpenAIBackend:
             timeout=config.timeout_s,
             http_client=openai.DefaultAioHttpClient(timeout=config.timeout_s),
         )
+        # Calls count in the limiter's window from when their headers are written (see _send_stamp).
+        self.stamps_sends = client is None and stamp_sends(self._client)
 
     def params(self, request: ChatRequest) -> dict[str, Any]:
         """The JSON body this backend posts for a request (after refusing what it cannot send)."""

@@ -120,16 +120,22 @@ _ANSWER_TOOL_ABOUT = frozenset({"final", "answer", "extracted", "extract", "stru
 def _is_answer_tool(tool: Tool) -> bool:
     """Whether a tool's input is the answer itself rather than an action: its name or
     description says so ("final_result", "Correctly extracted `Person`...", "Give your final
-    answer as this tool's input"), or its schema has an answer field. Never a calculator."""
-    about = f"{tool.name} {tool.description or ''}"
-    if _ARITHMETIC_TOOL.search(about):
+    answer as this tool's input"), or its schema has an answer field. Never a calculator.
+
+    What the description and the schema say outweighs the name: a structured-output tool takes
+    the schema's name, and `Sum`, `Product` or `Total` sound like calculators while their input
+    is the answer."""
+    description = tool.description or ""
+    if _ARITHMETIC_TOOL.search(description):
         return False
-    if set(property_words(tool.name).split()) & _ANSWER_TOOL_NAME:
-        return True
-    if set(re.findall(r"[a-z]+", (tool.description or "").lower())) & _ANSWER_TOOL_ABOUT:
-        return True
     properties = (tool.parameters or {}).get("properties") or {}
-    return any("answer" in property_words(name).split() for name in properties)
+    if any("answer" in property_words(name).split() for name in properties):
+        return True
+    if set(re.findall(r"[a-z]+", description.lower())) & _ANSWER_TOOL_ABOUT:
+        return True
+    if _ARITHMETIC_TOOL.search(tool.name):
+        return False
+    return bool(set(property_words(tool.name).split()) & _ANSWER_TOOL_NAME)
 
 
 _MAX_PARALLEL_CALLS = 4

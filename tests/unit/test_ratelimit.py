@@ -291,3 +291,44 @@ def test_an_exhausted_quota_counted_over_the_minute_pauses_until_its_reset():
     assert limiter.delay(1, 1.0) == 0
     limiter.observe("requests", limit=600, remaining=0, reset_s=30.0, permit=permit, now=1.0)
     assert limiter.delay(1, 1.0) == pytest.approx(30.0)
+
+
+# --- counted from the send ------------------------------------------------------------------------
+
+
+def test_a_call_sent_late_holds_its_window_from_the_send():
+    limiter = RateLimiter(Limits(rpm=600, headroom=1.0), now=0.0)  # 10 in any second
+    permits = []
+    for i in range(10):
+        now = i * 0.1
+        assert limiter.delay(1, now) == pytest.approx(0.0, abs=1e-9)
+        permits.append(limiter.admit(1, now, waiting_since=now, at_send=True))
+    limiter.sent(permits[0], 0.3)  # the first went out 0.3 s after it was let go
+    for i, permit in enumerate(permits[1:], start=1):
+        limiter.sent(permit, i * 0.1)
+    # Stamped at admission, an 11th could go at 1.0 and the provider would count 11 in 1.0..1.3.
+    assert limiter.delay(1, 1.0) == pytest.approx(0.3)
+    assert limiter.delay(1, 1.3) == 0
+
+
+def test_a_call_not_yet_sent_stays_in_every_window_and_one_never_sent_leaves_none():
+    limiter = RateLimiter(Limits(rpm=120, headroom=1.0), now=0.0)  # 2 in any second
+    first = limiter.admit(1, 0.0, at_send=True)
+    second = limiter.admit(1, 0.5, waiting_since=0.5, at_send=True)
+    # Neither has gone out: at 5 s both still fill the window (they may go at any moment).
+    assert limiter.delay(1, 5.0) > 0
+    limiter.sent(first, 5.0)
+    limiter.release(second, None, 5.0)  # failed before it was written: the provider never saw it
+    assert limiter.delay(1, 5.0) == 0
+    limiter.admit(1, 5.0, at_send=False)
+    assert limiter.delay(1, 5.0) == pytest.approx(1.0)  # the first (sent at 5.0) and this one
+    limiter.sent(first, 9.0)  # a second write of the same request (a redirect) moves nothing
+    assert limiter.delay(1, 6.0) == 0
+
+
+def test_usage_is_reconciled_against_the_send_stamp():
+    limiter = RateLimiter(Limits(tpm=600, headroom=1.0), now=0.0)  # 10 tokens in any second
+    permit = limiter.admit(8, 0.0, at_send=True)
+    limiter.sent(permit, 0.2)
+    limiter.release(permit, 2, 0.3)  # used 2 of the 8 budgeted
+    assert limiter.delay(8, 0.3) == 0
