@@ -19,7 +19,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -32,6 +32,7 @@ from orchestray.openai_format import ChatCompletionBody, chunk_body, completion_
 from orchestray.serving._auth import Guard, gateway_keys, open_gateway_refusal, record_spend, secure
 from orchestray.serving._bodies import PATTERN_BODIES, PatternBody, openai_error
 from orchestray.serving._errors import error_response, http_error, openai_error_response as _error, status_of
+from orchestray.serving._heartbeat import EventStream, open_stream
 from orchestray.serving._messages import messages_response
 from orchestray.serving._responses import ResponsesDoor
 from orchestray.responses_state import ResponseArchive
@@ -81,6 +82,14 @@ api.add_middleware(Guard)
 
 def _sse(data: Any) -> bytes:
     return b"data: " + (data if isinstance(data, bytes) else json.dumps(data).encode()) + b"\n\n"
+
+
+def _stream_failed(err: BaseException) -> list[bytes]:
+    """A stream that failed after its 200 (and heartbeats): the error as an event, then [DONE]."""
+    if isinstance(err, StopAsyncIteration):
+        err = ProviderUnavailableError("the stream ended before its answer")
+    e = http_error(err)
+    return [_sse(openai_error(e.status, e.message, e.code, e.param)), _sse(b"[DONE]")]
 
 
 def models_body(config: Config) -> dict[str, Any]:
@@ -170,10 +179,15 @@ class Gateway:
             raise UnknownModelError(request.model, self.config.model_names())
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            chunks = self._chunks(request)
-            first = await self._first_chunk(chunks)
-            return StreamingResponse(self._stream(request, request_id, include_usage, http, chunks, first),
-                                     media_type="text/event-stream", headers={"cache-control": "no-cache"})
+            # The first chunk within a short grace, else the 200 and heartbeats (serving/_heartbeat).
+            opening = await open_stream(self._chunks(request))
+            if opening.ready:
+                self._first_chunk(opening)  # refused before the answer began: its 4xx
+
+            def rest(first: Chunk):
+                return self._stream(request, request_id, include_usage, http, opening.items, first)
+
+            return EventStream(opening, opening.then(rest, _stream_failed))
         completion = await self._complete(request)
         return self._answer(completion, request_id, request.model, http)
 
@@ -194,11 +208,12 @@ class Gateway:
     def _chunks(self, request: ChatRequest):
         return aiter(self.models.get(request.model).stream(request))
 
-    async def _first_chunk(self, chunks) -> Chunk:
-        """The stream's first chunk, before any byte is sent: a request refused before the
+    @staticmethod
+    def _first_chunk(opening) -> Chunk:
+        """The stream's first chunk, come before any byte was sent: a request refused before the
         answer began (a field the provider cannot honour, an unknown model) gets its 4xx."""
         try:
-            return await anext(chunks)
+            return opening.first()
         except StopAsyncIteration:
             raise ProviderUnavailableError("the stream ended before its answer") from None
 

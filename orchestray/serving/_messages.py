@@ -10,13 +10,14 @@ import json
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from ray.exceptions import RayTaskError
 
 from orchestray.anthropic_format import StreamEncoder, error_body, message_body, new_message_id, parse_messages_body
-from orchestray.errors import OrchestrayError, RequestError, UnknownModelError
+from orchestray.errors import OrchestrayError, ProviderUnavailableError, RequestError, UnknownModelError
 from orchestray.messages import ChatRequest, Chunk, Completion
 from orchestray.serving._errors import http_error
+from orchestray.serving._heartbeat import DEFAULT_GRACE_S, DEFAULT_INTERVAL_S, EventStream, Opening, open_stream
 
 __all__ = ["messages_response", "anthropic_shaped"]
 
@@ -41,6 +42,8 @@ async def messages_response(
     complete: Complete,
     chunks: Chunks,
     spend: Spend,
+    grace_s: float = DEFAULT_GRACE_S,
+    interval_s: float = DEFAULT_INTERVAL_S,
 ) -> Response:
     """Answer one `POST /v1/messages`: a message, or its stream of server-sent events."""
     message_id = new_message_id()
@@ -53,8 +56,12 @@ async def messages_response(
         if not has_model(request.model):
             raise UnknownModelError(request.model, model_names())
         if stream:
-            return StreamingResponse(_events(request, message_id, chunks, spend, http),
-                                     media_type="text/event-stream", headers={"cache-control": "no-cache"})
+            # The first chunk within a short grace, else the 200 and heartbeats (serving/_heartbeat).
+            opening = await open_stream(aiter(chunks(request)), grace_s)
+            if opening.ready:
+                _refused_at_once(opening)
+            encoder = StreamEncoder(message_id, request.model)
+            return EventStream(opening, _events(encoder, opening, spend, http, interval_s))
         completion = await complete(request)
     except (OrchestrayError, RayTaskError) as err:
         return _answer_error(err)
@@ -64,23 +71,37 @@ async def messages_response(
                                  "x-orchestray-provider": completion.provider})
 
 
-async def _events(
-    request: ChatRequest, message_id: str, chunks: Chunks, spend: Spend,
-    http: Request,
-) -> AsyncIterator[bytes]:
-    encoder = StreamEncoder(message_id, request.model)
-    yield encoder.start()
+def _refused_at_once(opening: Opening[Chunk]) -> None:
+    """A stream whose first chunk failed before any byte was sent: its 4xx (or 5xx), not a 200."""
     try:
-        async for chunk in chunks(request):
-            if chunk.done:
-                yield encoder.finish(chunk.completion)
-                spend(chunk.completion, http)
-                return
-            yield encoder.piece(chunk)
-    except (OrchestrayError, RayTaskError) as err:
+        opening.first()
+    except StopAsyncIteration:
+        raise ProviderUnavailableError("the stream ended before its answer") from None
+
+
+async def _events(encoder: StreamEncoder, opening: Opening[Chunk], spend: Spend, http: Request,
+                  interval_s: float) -> AsyncIterator[bytes]:
+    yield encoder.start()
+
+    async def rest(first: Chunk) -> AsyncIterator[bytes]:
+        chunk = first
+        try:
+            while not chunk.done:
+                yield encoder.piece(chunk)
+                chunk = await anext(opening.items)
+            yield encoder.finish(chunk.completion)
+            spend(chunk.completion, http)
+        except (OrchestrayError, RayTaskError, StopAsyncIteration) as err:
+            for event in failed(err):
+                yield event
+
+    def failed(err: BaseException) -> list[bytes]:
         # The status line is gone; the error travels as an `error` event, as Anthropic's do.
         e = http_error(err)
-        yield encoder.error(e.status, e.message)
+        return [encoder.error(e.status, e.message)]
+
+    async for piece in opening.then(rest, failed, interval_s):
+        yield piece
 
 
 def anthropic_shaped(refusal: JSONResponse) -> JSONResponse:
