@@ -378,14 +378,32 @@ def _post(url: str, body: dict):
     return response.status_code, response.headers, response.text
 
 
+def _ask_with_requests(base: str, body: dict):
+    """(status, client retries, body): requests sends nothing again by itself."""
+    status, _, text = _post(f"{base}/v1/chat/completions", body)
+    return status, 0, text
+
+
+def _ask_with_the_openai_sdk(base: str, body: dict):
+    """The openai SDK as a user runs it (max_retries=2: a connection closed unanswered is retried)."""
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", timeout=90)
+    try:
+        raw = client.chat.completions.with_raw_response.create(**body)
+        return raw.http_response.status_code, raw.retries_taken, raw.http_response.text
+    finally:
+        client.close()
+
+
 @pytest.mark.skipif(os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") != "1", reason="HAProxy's retry-on is the mechanism")
-@pytest.mark.parametrize("replicas", [2, 1], ids=["another-replica", "lone-replica"])
-def test_a_request_caught_in_its_replicas_loss_is_answered_never_dropped(gateway, ray_session, replicas):
+@pytest.mark.parametrize(("replicas", "client"), [(2, "requests"), (1, "requests"), (1, "openai")],
+                         ids=["another-replica", "lone-replica", "lone-replica-openai-sdk"])
+def test_a_request_caught_in_its_replicas_loss_is_answered_never_dropped(gateway, ray_session, replicas, client):
     """The gateway replica running a route crashes mid-request. HAProxy (retry-on empty-response,
     which orchestray sets) sends the request again: to another replica, or, for a lone replica,
     past its 3-failure mark-down (RAY_SERVE_HAPROXY_RETRIES=6) to its backup, the head's Serve
     proxy, which holds it until the replacement replica is up and answers it. With Ray's default
-    3 tries HAProxy closed the connection instead, without an answer."""
+    3 tries HAProxy closed the connection instead, without an answer (bench/haproxy_lone_replica.py).
+    The openai SDK also sends again a request whose connection was closed unanswered."""
     from ray import serve
 
     name = f"lossy{replicas}"
@@ -396,13 +414,14 @@ def test_a_request_caught_in_its_replicas_loss_is_answered_never_dropped(gateway
     try:
         body = {"model": f"{provider}-route", "messages": [{"role": "user", "content": "What is 1 + 1?"}]}
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            asked = pool.submit(_post, f"{base}/v1/chat/completions", body)
+            asked = pool.submit(_ask_with_the_openai_sdk if client == "openai" else _ask_with_requests, base, body)
             _in_flight(ray_session, provider, asked)
             started = time.monotonic()
             _kill_the_busy_replica(ray_session, name, replicas)
-            status, _, text = asked.result(timeout=120)
+            status, retries, text = asked.result(timeout=120)
             heard_in = time.monotonic() - started
-        print(f"{replicas} replica(s): {status} heard {heard_in:.2f}s after the replica was killed")
+        print(f"{replicas} replica(s), {client}: {status} heard {heard_in:.2f}s after the replica was killed"
+              f" ({retries} client retries)")
         assert status == 200, (status, text)
         assert json.loads(text)["choices"][0]["message"]["content"]
     finally:
