@@ -13,6 +13,11 @@ os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
 # to another replica, instead of HAProxy closing the client's connection: Ray's default retries
 # only connections that never opened. See README "When a replica is lost".
 os.environ.setdefault("RAY_SERVE_HAPROXY_RETRY_ON", "conn-failure empty-response")
+# A lone replica's loss: HAProxy marks the dead replica down after 3 failed tries (its `observe`
+# error limit) and, on later tries, hands the request to its backup, the head's Serve proxy, which
+# holds it for the replacement replica. Ray's default 3 tries end just short of that, and HAProxy
+# then closes the connection without an answer (it had reused an idle connection to the replica).
+os.environ.setdefault("RAY_SERVE_HAPROXY_RETRIES", "6")
 
 from orchestray.serving import build_app  # noqa: E402  (after the setting, which Ray reads on import)
 

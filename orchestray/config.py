@@ -150,6 +150,9 @@ class ServeConfig(_Strict):
     num_replicas: int | Literal["auto"] = 1
     replica_num_cpus: float = Field(default=0.25, ge=0, description="CPUs reserved per replica")
     max_ongoing_requests: int = Field(default=256, gt=0)
+    # While no replica can take a request (a lone replica lost and not yet replaced), Serve's proxy
+    # holds it until one can; past this many held, it answers 503 with `retry-after`.
+    max_queued_requests: int = Field(default=256, gt=0)
     autoscaling_config: dict[str, Any] | None = None
     api_keys_env: str | None = "ORCHESTRAY_API_KEYS"
     requests_per_minute_per_key: float | None = Field(default=None, gt=0)

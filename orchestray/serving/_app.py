@@ -21,8 +21,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
+from ray.serve.config import BackpressureConfig
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from orchestray.actors.multiplex import LOST_RETRY_AFTER_S
 from orchestray.actors.quota import KeyQuota, key_quota
 from orchestray.config import Config, load_config
 from orchestray.errors import ConfigError, OrchestrayError, ProviderUnavailableError, RequestError, UnknownModelError
@@ -322,6 +324,10 @@ def app_for(config: Config, gateway_actor_options: dict[str, Any] | None = None)
     settings = config.serve
     options: dict[str, Any] = {
         "max_ongoing_requests": settings.max_ongoing_requests,
+        # Serve's proxy answers for the gateway while it has no replica (see serve_app.py): past
+        # max_queued_requests held, a 503 with retry-after rather than a queue without end.
+        "max_queued_requests": settings.max_queued_requests,
+        "backpressure_config": BackpressureConfig(status_code=503, retry_after_s=LOST_RETRY_AFTER_S),
         "ray_actor_options": {"num_cpus": settings.replica_num_cpus},
     }
     if settings.autoscaling_config is not None:

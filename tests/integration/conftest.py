@@ -17,6 +17,7 @@ from orchestray.emulator import EmulatorOptions, run_in_thread
 # Serve controller reads it from the environment its node inherited.
 os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
 os.environ.setdefault("RAY_SERVE_HAPROXY_RETRY_ON", "conn-failure empty-response")  # as serve_app sets it
+os.environ.setdefault("RAY_SERVE_HAPROXY_RETRIES", "6")  # as serve_app sets it
 
 # Worker nodes carry a `worker` resource, so a test can place work on "some worker node".
 WORKER_NODE = {"num_cpus": 1, "resources": {"worker": 1}}

@@ -99,3 +99,4 @@ def test_every_node_starts_ray_with_the_haproxy_ingress_unless_the_secrets_file_
         start = cluster[key][-1]
         assert start.index(". ~/orchestray.env") < start.index("RAY_SERVE_ENABLE_HA_PROXY=${RAY_SERVE_ENABLE_HA_PROXY:-1}") < start.index("ray start")
         assert start.index(". ~/orchestray.env") < start.index('RAY_SERVE_HAPROXY_RETRY_ON="${RAY_SERVE_HAPROXY_RETRY_ON:-conn-failure empty-response}"') < start.index("ray start")
+        assert start.index(". ~/orchestray.env") < start.index("RAY_SERVE_HAPROXY_RETRIES=${RAY_SERVE_HAPROXY_RETRIES:-6}") < start.index("ray start")

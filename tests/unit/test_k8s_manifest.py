@@ -89,3 +89,5 @@ def test_every_ray_container_serves_http_through_haproxy(manifest):
         assert env["RAY_SERVE_ENABLE_HA_PROXY"]["value"] == "1", container["name"]
         # a request whose replica died before answering is sent to another replica
         assert env["RAY_SERVE_HAPROXY_RETRY_ON"]["value"] == "conn-failure empty-response", container["name"]
+        # past HAProxy's 3-error mark-down, so a lone replica's request reaches the head's Serve proxy
+        assert env["RAY_SERVE_HAPROXY_RETRIES"]["value"] == "6", container["name"]

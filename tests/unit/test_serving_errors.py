@@ -33,3 +33,18 @@ def test_a_pattern_with_a_member_that_refused_the_key_is_still_a_502():
 def test_a_lost_provider_actor_is_a_503_with_retry_after():
     e = http_error(ProviderUnavailableError("gone", provider="a", retry_after=LOST_RETRY_AFTER_S))
     assert (e.status, e.headers) == (503, {"retry-after": "5"})
+
+
+def test_serves_proxy_holds_a_bounded_queue_for_the_gateway_and_answers_503_with_retry_after_past_it():
+    # While no gateway replica can take a request (a lone replica lost), Serve's proxy holds it;
+    # past serve.max_queued_requests it answers 503 with retry-after, as a lost provider does.
+    from orchestray.config import parse_config
+    from orchestray.serving import app_for
+
+    providers = [{"name": "q", "kind": "simulated"}]
+    default = app_for(parse_config({"providers": providers}))._bound_deployment._deployment_config
+    assert default.max_queued_requests == 256
+    small = app_for(parse_config({"providers": providers, "serve": {"max_queued_requests": 3}}))
+    config = small._bound_deployment._deployment_config
+    assert config.max_queued_requests == 3
+    assert (config.backpressure_config.status_code, config.backpressure_config.retry_after_s) == (503, LOST_RETRY_AFTER_S)
