@@ -35,6 +35,7 @@ from orchestray.serving._auth import Guard, gateway_keys, open_gateway_refusal, 
 from orchestray.serving._bodies import PATTERN_BODIES, PatternBody, openai_error
 from orchestray.serving._errors import error_response, http_error, openai_error_response as _error, status_of
 from orchestray.serving._heartbeat import EventStream, open_stream
+from orchestray.serving._json import StrictJSONRoute
 from orchestray.serving._messages import messages_response
 from orchestray.serving._responses import ResponsesDoor
 from orchestray.responses_state import ResponseArchive
@@ -48,13 +49,16 @@ api = FastAPI(
     description="OpenAI-compatible chat completions over providers and orchestration patterns.",
     version="0.1.0",
 )
+api.router.route_class = StrictJSONRoute  # NaN and Infinity are refused as the other doors refuse them
 
 
 @api.exception_handler(RequestValidationError)
 async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
     errors = err.errors()
-    if any(e.get("type") == "json_invalid" for e in errors):
-        return _error(400, "the body is not valid JSON", "invalid_json")
+    invalid = [e for e in errors if e.get("type") == "json_invalid"]
+    if invalid:
+        why = (invalid[0].get("ctx") or {}).get("error")
+        return _error(400, f"the body is not valid JSON: {why}" if why else "the body is not valid JSON", "invalid_json")
     # The field at fault goes in OpenAI's `param`, as a path into the body (`messages[0].content`).
     message, param = describe_errors(errors, err.body)
     return _error(400, message, "invalid_request", param=param)

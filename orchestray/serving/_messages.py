@@ -17,6 +17,7 @@ from orchestray.anthropic_format import StreamEncoder, error_body, message_body,
 from orchestray.errors import OrchestrayError, ProviderUnavailableError, RequestError, UnknownModelError
 from orchestray.messages import ChatRequest, Chunk, Completion
 from orchestray.serving._errors import http_error
+from orchestray.serving._json import loads
 from orchestray.serving._heartbeat import DEFAULT_GRACE_S, DEFAULT_INTERVAL_S, EventStream, Opening, open_stream
 
 __all__ = ["messages_response", "anthropic_shaped"]
@@ -49,9 +50,9 @@ async def messages_response(
     message_id = new_message_id()
     try:
         try:
-            body: Any = json.loads(await http.body())
-        except ValueError:
-            raise RequestError("the body is not valid JSON") from None
+            body: Any = loads(await http.body())
+        except ValueError as err:
+            raise RequestError(f"the body is not valid JSON: {err}") from None
         request, stream = parse_messages_body(body, message_id)
         if not has_model(request.model):
             raise UnknownModelError(request.model, model_names())

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -29,6 +28,7 @@ from orchestray.responses_format import ResponsesCall, new_response_id, output_a
 from orchestray.responses_state import ResponseArchive, item_page
 from orchestray.responses_stream import ResponseStream
 from orchestray.serving._errors import error_response, http_error, openai_error_response
+from orchestray.serving._json import loads
 
 __all__ = ["ResponsesDoor", "describe_model"]
 
@@ -77,7 +77,7 @@ class ResponsesDoor:
         response_id = new_response_id()
         try:
             try:
-                body: Any = json.loads(await http.body(), parse_constant=_no_constant, parse_float=_finite)
+                body: Any = loads(await http.body())
             except ValueError as err:
                 return openai_error_response(400, f"the body is not valid JSON: {err}", "invalid_json")
             call = parse_responses_body(body, lambda m: describe_model(self.config, m), response_id)
@@ -170,19 +170,6 @@ async def _first(chunks) -> Chunk:
         return await anext(chunks)
     except StopAsyncIteration:
         raise ProviderUnavailableError("the stream ended before its answer") from None
-
-
-# Python's json reads NaN, Infinity and 1e400 (as inf), none of which JSON has: echoed in the
-# Response they would break its encoding after the provider was paid. They are refused up front.
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text} is out of a float's range")
-    return value
 
 
 def _sse(event: dict[str, Any]) -> bytes:

@@ -63,3 +63,11 @@ def test_errors_in_anthropics_shape(client):
     with pytest.raises(anthropic.BadRequestError) as caught:
         client.messages.create(model="sim", max_tokens=5, messages=[{"role": "user", "content": [{"type": "video"}]}])
     assert "messages[0].content[0]" in caught.value.body["error"]["message"]
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "1e400"])
+def test_numbers_json_has_not_are_a_400_in_anthropics_shape(client, number):
+    body = '{"model": "sim", "max_tokens": 5, "temperature": %s, "messages": [{"role": "user", "content": "x"}]}' % number
+    answer = client._client.post("http://gateway/v1/messages", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 400 and answer.json()["error"]["type"] == "invalid_request_error"
+    assert number in answer.json()["error"]["message"]
