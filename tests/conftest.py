@@ -3,6 +3,7 @@ waiting, and OpenAI's schemas."""
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,15 @@ from typing import Any
 import pytest
 
 from orchestray.testing import FakeClock
+
+
+@pytest.fixture(scope="module", autouse=True)
+def collect_what_the_module_left():
+    """A client left unclosed is found when the garbage collector reaches it, which may be many
+    tests later; its ResourceWarning (an error here) then fails whichever test runs. Collecting at
+    each module's end fails the module that leaked instead."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture
