@@ -184,18 +184,22 @@ class Gateway:
         if not self.config.has_model(request.model):
             raise UnknownModelError(request.model, self.config.model_names())
         if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            # The first chunk within a short grace, else the 200 and heartbeats (serving/_heartbeat).
-            opening = await open_stream(self._chunks(request))
-            if opening.ready:
-                self._first_chunk(opening)  # refused before the answer began: its 4xx
-
-            def rest(first: Chunk):
-                return self._stream(request, request_id, include_usage, http, opening.items, first)
-
-            return EventStream(opening, opening.then(rest, _stream_failed))
+            return await self._event_stream(self._chunks(request), request, request_id, body, http)
         completion = await self._complete(request)
         return self._answer(completion, request_id, request.model, http)
+
+    async def _event_stream(self, chunks, request: ChatRequest, request_id: str, body: ChatCompletionBody,
+                            http: Request, model: str | None = None) -> EventStream:
+        """The first chunk within a short grace, else the 200 and heartbeats (serving/_heartbeat)."""
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        opening = await open_stream(chunks)
+        if opening.ready:
+            self._first_chunk(opening)  # refused before the answer began: its 4xx
+
+        def rest(first: Chunk):
+            return self._stream(request, request_id, include_usage, http, opening.items, first, model)
+
+        return EventStream(opening, opening.then(rest, _stream_failed))
 
     async def _complete(self, request: ChatRequest) -> Completion:
         """A provider's actor straight from this replica; a route run in this replica against them."""
@@ -299,11 +303,7 @@ class Gateway:
         pattern = self.models.adhoc(route)
         model = f"pattern:{route['pattern']}"
         if chat.stream:  # streamed as a named route's answer is, under the pattern's name
-            include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
-            chunks = aiter(pattern.stream(request))
-            first = await self._first_chunk(chunks)
-            return StreamingResponse(self._stream(request, request_id, include_usage, http, chunks, first, model),
-                                     media_type="text/event-stream", headers={"cache-control": "no-cache"})
+            return await self._event_stream(aiter(pattern.stream(request)), request, request_id, chat, http, model)
         completion = await pattern.complete(request)
         return self._answer(completion, request_id, model, http)
 
