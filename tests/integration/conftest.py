@@ -3,7 +3,9 @@ whole session, and start emulators on loopback."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 import uuid
 
 import pytest
@@ -18,6 +20,10 @@ from orchestray.emulator import EmulatorOptions, run_in_thread
 os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
 os.environ.setdefault("RAY_SERVE_HAPROXY_RETRY_ON", "conn-failure empty-response")  # as serve_app sets it
 os.environ.setdefault("RAY_SERVE_HAPROXY_RETRIES", "6")  # as serve_app sets it
+# A deleted gateway replica drains 30 s by default, so that an outside load balancer can stop
+# sending to it first; the tests delete applications nobody calls any more, and every module's
+# teardown waited those 30 s. Production keeps Ray's default.
+os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
 
 # Worker nodes carry a `worker` resource, so a test can place work on "some worker node".
 WORKER_NODE = {"num_cpus": 1, "resources": {"worker": 1}}
@@ -83,6 +89,14 @@ def emulator():
 
 
 @pytest.fixture
+def closing():
+    """`closing(client)` returns the client and closes it at the test's end, pass or fail: an SDK
+    client or session left to the garbage collector warns (an error here) in some later test."""
+    with contextlib.ExitStack() as stack:
+        yield stack.enter_context
+
+
+@pytest.fixture
 def provider_config(emulator):
     """A factory for providers pointed at the emulator, each with a fresh name (actors are detached)."""
 
@@ -126,15 +140,36 @@ def _start_serve() -> str:
 
 
 @pytest.fixture(scope="session")
-def start_serve(ray_session):
-    """Starts Serve's one ingress (see `_start_serve`) and returns its base URL."""
-    return _start_serve
-
-
-@pytest.fixture(scope="module")
-def serve_base_url(start_serve):
-    """Ray Serve's ingress on a free loopback port for one module; yields its base URL."""
+def serve_base_url(ray_session):
+    """Serve's one ingress (see `_start_serve`) for the whole session; yields its base URL. Each
+    module runs applications under names of its own and deletes them when done: starting and
+    shutting Serve down for every module cost about 30 s each time."""
     from ray import serve
 
-    yield start_serve()
+    yield _start_serve()
     serve.shutdown()
+
+
+@pytest.fixture(scope="session")
+def deploy(serve_base_url):
+    """`deploy(app, name, route_prefix="/", ready=("/readyz",))` runs a Serve application on the
+    session's ingress and returns its base URL once each `ready` path under it answers 200."""
+    import requests
+    from ray import serve
+
+    def answers(url: str) -> bool:
+        try:
+            return requests.get(url, timeout=2).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    def run(app, name: str, route_prefix: str = "/", ready: tuple[str, ...] = ("/readyz",)) -> str:
+        serve.run(app, name=name, route_prefix=route_prefix, blocking=False)
+        base = serve_base_url + route_prefix.rstrip("/")
+        deadline = time.monotonic() + 120
+        while not all(answers(base + path) for path in ready):
+            assert time.monotonic() < deadline, f"the Serve application {name} did not become ready"
+            time.sleep(0.5)
+        return base
+
+    return run

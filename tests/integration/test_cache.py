@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import time
 import uuid
 
 import openai
 import pytest
-import requests
 
 from orchestray import AsyncClient
 from orchestray.actors.batch import run_batch_job
@@ -74,31 +71,14 @@ def _requests(emulator) -> int:
     return emulator.stats()["requests"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_a_hit_through_the_gateway_is_cached_and_never_reaches_the_provider(cache_config, emulator, ray_session):
+def test_a_hit_through_the_gateway_is_cached_and_never_reaches_the_provider(cache_config, emulator, ray_session, deploy,
+                                                                            closing):
     from ray import serve
 
     config, tag, store = cache_config
-    port = _free_port()
-    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
-    serve.run(app_for(config), name=f"cache-{tag}", route_prefix="/", blocking=False)
-    base = f"http://127.0.0.1:{port}"
+    base = deploy(app_for(config), f"cache-{tag}")
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if requests.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, "the gateway did not become ready"
-            time.sleep(0.5)
-        client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
+        client = closing(openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0))
         ask = {"model": f"c-small-{tag}", "messages": [{"role": "user", "content": "What is 6 * 7?"}], "temperature": 0}
         before = _requests(emulator)
         first = client.chat.completions.create(**ask)
@@ -126,7 +106,6 @@ def test_a_hit_through_the_gateway_is_cached_and_never_reaches_the_provider(cach
         assert answer.trace.cached and answer.cost == 0 and _requests(emulator) == before + 2
     finally:
         serve.delete(f"cache-{tag}")
-        serve.shutdown()
 
 
 def _write_batch(path, tag: str, n: int) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 
 import openai
 import pydantic
@@ -40,7 +39,7 @@ def wire_emulator():
 
 
 @pytest.fixture(scope="module")
-def base_url(serve_base_url, wire_emulator):
+def base_url(deploy, wire_emulator):
     from ray import serve
 
     exact = {"latency_ms": 1, "latency_sigma": 0.1, "accuracy": 1.0}
@@ -59,19 +58,7 @@ def base_url(serve_base_url, wire_emulator):
         },
         "serve": {"num_replicas": 1, "replica_num_cpus": 0, "allow_unauthenticated": True},  # loopback only
     })
-    serve.run(app_for(config), name="wire", route_prefix="/", blocking=False)
-    base = serve_base_url
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{base}/readyz", timeout=2).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.5)
-    else:
-        raise AssertionError("the Serve application did not become ready")
-    yield base
+    yield deploy(app_for(config), "wire")
     serve.delete("wire")
 
 
@@ -236,9 +223,9 @@ def _check_answer(openai_schemas, body: dict, response: requests.Response) -> st
     return "200"
 
 
-def test_requests_from_the_official_schema(base_url, openai_schemas):
+def test_requests_from_the_official_schema(base_url, openai_schemas, closing):
     seen: dict[str, int] = {"200": 0, "4xx": 0}
-    session = requests.Session()
+    session = closing(requests.Session())
 
     @settings(max_examples=100, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))

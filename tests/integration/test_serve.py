@@ -25,12 +25,6 @@ OTHER_KEY = "second-key-abcdef"
 CAPPED_KEY = "capped-key-xyz"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def limited_emulator():
     with run_in_thread(EmulatorOptions(rpm=1200)) as emu:
@@ -46,14 +40,10 @@ def slow_emulator():
 
 
 @pytest.fixture(scope="module")
-def gateway(ray_session, limited_emulator, slow_emulator):
+def gateway(ray_session, deploy, limited_emulator, slow_emulator):
     """Two apps: the main one (two replicas, bearer keys) and a capped one (tiny per-key caps)."""
     from ray import serve
 
-    port = _free_port()
-    # One ingress, on the head: the session's three nodes share this machine, and an HAProxy on
-    # each would bind the same ports.
-    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
     fast_sim = {"latency_ms": 2, "latency_sigma": 0.2}
     providers = [
         {"name": "srv-small", "kind": "simulated", "simulated": {**fast_sim, "accuracy": 0.7}, "price": {"input_per_1k": 0.5, "output_per_1k": 1}},
@@ -76,24 +66,11 @@ def gateway(ray_session, limited_emulator, slow_emulator):
     capped = parse_config({"providers": providers[:1],
                            "serve": {"replica_num_cpus": 0, "api_keys_env": "TEST_CAPPED_KEYS", "requests_per_minute_per_key": 60}})
     keys = {"env_vars": {"TEST_ORCHESTRAY_KEYS": f"{KEY},{OTHER_KEY}"}}
-    serve.run(app_for(main, {"runtime_env": keys}), name="main", route_prefix="/", blocking=False)
-    serve.run(app_for(capped, {"runtime_env": {"env_vars": {"TEST_CAPPED_KEYS": CAPPED_KEY}}}),
-              name="capped", route_prefix="/capped", blocking=False)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{base}/readyz", timeout=2).status_code == 200 and requests.get(f"{base}/capped/healthz", timeout=2).ok:
-                break
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.5)
-    else:
-        raise AssertionError("the Serve application did not become ready")
-    yield base
+    deploy(app_for(capped, {"runtime_env": {"env_vars": {"TEST_CAPPED_KEYS": CAPPED_KEY}}}), "capped", "/capped",
+           ready=("/healthz",))
+    yield deploy(app_for(main, {"runtime_env": keys}), "main")
     serve.delete("main")
     serve.delete("capped")
-    serve.shutdown()
 
 
 def test_the_gateway_refuses_to_serve_a_real_provider_without_keys_unless_told(gateway, ray_session, limited_emulator):
@@ -124,8 +101,8 @@ def auth(key=KEY):
     return {"Authorization": f"Bearer {key}"}
 
 
-def test_the_openai_client_completes_and_streams_from_a_provider_and_a_route(gateway):
-    client = openai.OpenAI(base_url=f"{gateway}/v1", api_key=KEY, max_retries=0)
+def test_the_openai_client_completes_and_streams_from_a_provider_and_a_route(gateway, closing):
+    client = closing(openai.OpenAI(base_url=f"{gateway}/v1", api_key=KEY, max_retries=0))
     for model in ("srv-small", "srv-vote", "srv-cheap"):
         raw = client.chat.completions.with_raw_response.create(
             model=model, messages=[{"role": "user", "content": "What is 12 + 30?"}], max_tokens=64)
@@ -242,7 +219,7 @@ def _budget_came_back(gateway: str, ray_session, slow_emulator, cancelled: int) 
     assert stats.cancelled == cancelled and stats.succeeded == 1 and stats.in_flight == 0
 
 
-def test_a_dropped_or_closed_stream_cancels_the_provider_call_and_gets_its_budget_back(gateway, ray_session, slow_emulator):
+def test_a_dropped_or_closed_stream_cancels_the_provider_call_and_gets_its_budget_back(gateway, ray_session, slow_emulator, closing):
     # A stream sends its 200 and `: keepalive` comments while its first chunk is awaited
     # (serving/_heartbeat), so the ingress must write to the client and sees it gone, even where
     # it misses the client's FIN (HAProxy 2.8, below).
@@ -250,7 +227,7 @@ def test_a_dropped_or_closed_stream_cancels_the_provider_call_and_gets_its_budge
     _hang_up(f"{gateway}/v1/chat/completions", {**SLOW, "stream": True}, after_s=0.5)  # before its first chunk
     _eventually(lambda: slow_emulator.stats()["cancelled"] == 1)
     # The openai SDK reads the first chunk, then closes the stream; the rest was still to come.
-    client = openai.OpenAI(base_url=f"{gateway}/v1", api_key=KEY, max_retries=0)
+    client = closing(openai.OpenAI(base_url=f"{gateway}/v1", api_key=KEY, max_retries=0))
     with client.chat.completions.create(**SLOW, stream=True) as stream:
         first = next(iter(stream))
     assert first.choices[0].delta.content
@@ -258,18 +235,18 @@ def test_a_dropped_or_closed_stream_cancels_the_provider_call_and_gets_its_budge
     _budget_came_back(gateway, ray_session, slow_emulator, cancelled=2)
 
 
-def test_heartbeats_before_the_first_chunk_are_ignored_by_the_openai_and_anthropic_sdks(gateway, slow_emulator):
+def test_heartbeats_before_the_first_chunk_are_ignored_by_the_openai_and_anthropic_sdks(gateway, slow_emulator, closing):
     import anthropic
 
     body = {**SLOW, "max_tokens": 16, "stream": True}
     with requests.post(f"{gateway}/v1/chat/completions", json=body, headers=auth(), stream=True, timeout=30) as raw:
         lines = [line for line in raw.iter_lines() if line]
     assert raw.status_code == 200 and lines[0] == b": keepalive" and lines[-1] == b"data: [DONE]"
-    client = openai.OpenAI(base_url=f"{gateway}/v1", api_key=KEY, max_retries=0)
+    client = closing(openai.OpenAI(base_url=f"{gateway}/v1", api_key=KEY, max_retries=0))
     chunks = list(client.chat.completions.create(**body))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
-    messages = anthropic.Anthropic(base_url=gateway, api_key=KEY, max_retries=0)
+    messages = closing(anthropic.Anthropic(base_url=gateway, api_key=KEY, max_retries=0))
     with messages.messages.stream(model="srv-slow", max_tokens=16, messages=SLOW["messages"]) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
@@ -317,11 +294,11 @@ def test_ad_hoc_patterns(gateway):
     assert bad.status_code == 400 and "steps[0].when: no earlier step named 'ghost'" in bad.json()["error"]["message"]
 
 
-def test_ad_hoc_patterns_stream_through_the_openai_client(gateway):
+def test_ad_hoc_patterns_stream_through_the_openai_client(gateway, closing):
     """`stream: true` on a pattern endpoint gives OpenAI's chunks, read by the SDK's own Stream."""
     from openai.types.chat import ChatCompletionChunk
 
-    client = openai.OpenAI(base_url=f"{gateway}/v1", api_key=KEY, max_retries=0)
+    client = closing(openai.OpenAI(base_url=f"{gateway}/v1", api_key=KEY, max_retries=0))
     body = {"messages": [{"role": "user", "content": "What is 6 * 7?"}], "providers": ["srv-small"], "samples": 3,
             "stream": True, "stream_options": {"include_usage": True}}
     stream = client.post("/patterns/ensemble", body=body, cast_to=ChatCompletionChunk, stream=True,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import anthropic
 import pydantic
@@ -25,12 +24,11 @@ CALCULATOR = {
 
 
 @pytest.fixture(scope="module")
-def gateway(ray_session, start_serve):
+def gateway(ray_session, deploy):
     """One app: a simulated provider, an anthropic-kind provider on the emulator, and two routes."""
     from ray import serve
 
     with run_in_thread(EmulatorOptions(accuracy=1.0)) as emu:
-        base = start_serve()
         providers = [
             {"name": "msg-sim", "kind": "simulated", "simulated": {"latency_ms": 2, "latency_sigma": 0.2, "accuracy": 1.0}},
             {"name": "msg-claude", "kind": "anthropic", "model": "claude-sim", "base_url": emu.anthropic_base_url},
@@ -41,21 +39,8 @@ def gateway(ray_session, start_serve):
         }
         config = parse_config({"providers": providers, "routes": routes,
                                "serve": {"replica_num_cpus": 0, "api_keys_env": "TEST_MESSAGES_KEYS"}})
-        serve.run(app_for(config, {"runtime_env": {"env_vars": {"TEST_MESSAGES_KEYS": KEY}}}),
-                  name="messages", route_prefix="/", blocking=False)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.5)
-        else:
-            raise AssertionError("the Serve application did not become ready")
-        yield base
+        yield deploy(app_for(config, {"runtime_env": {"env_vars": {"TEST_MESSAGES_KEYS": KEY}}}), "messages")
         serve.delete("messages")
-        serve.shutdown()
 
 
 @pytest.fixture

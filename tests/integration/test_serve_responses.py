@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 
 import openai
@@ -36,14 +35,13 @@ class Sum(pydantic.BaseModel):
 
 
 @pytest.fixture(scope="module")
-def gateway(ray_session, start_serve):
+def gateway(ray_session, deploy):
     """One app: an openai-kind and an anthropic-kind provider on the emulator, a race over both.
     Both models are names outside the emulator's profiles, so `accuracy=1.0` holds for them: the
     clients' tests assert the exact tool arguments a model writes."""
     from ray import serve
 
     with run_in_thread(EmulatorOptions(accuracy=1.0)) as emu:
-        base = start_serve()
         providers = [
             {"name": "rsp-gpt", "kind": "openai", "model": "gpt-exact", "base_url": emu.openai_base_url},
             {"name": "rsp-claude", "kind": "anthropic", "model": "claude-sim", "base_url": emu.anthropic_base_url},
@@ -52,18 +50,7 @@ def gateway(ray_session, start_serve):
         config = parse_config({"providers": providers, "routes": routes,
                                "serve": {"replica_num_cpus": 0, "api_keys_env": "RSP_KEYS"}})
         env = {"RSP_KEYS": ",".join(KEYS)}
-        serve.run(app_for(config, {"runtime_env": {"env_vars": env}}), name="responses", route_prefix="/",
-                  blocking=False)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.5)
-        else:
-            raise AssertionError("the Serve application did not become ready")
+        base = deploy(app_for(config, {"runtime_env": {"env_vars": env}}), "responses")
         yield f"{base}/v1"
         serve.delete("responses")
 
@@ -78,8 +65,8 @@ def client(base: str, key: str = KEYS[0]) -> openai.OpenAI:
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_the_openai_sdk_create_tools_parse_and_stream(gateway, schemas, model):
-    sdk = client(gateway)
+def test_the_openai_sdk_create_tools_parse_and_stream(gateway, schemas, model, closing):
+    sdk = closing(client(gateway))
     raw = sdk.responses.with_raw_response.create(model=model, input="What is 2 + 3?")
     schemas.check("Response", raw.http_response.json())
     assert raw.parse().output_text.strip().endswith("5")
@@ -106,8 +93,8 @@ def test_the_openai_sdk_create_tools_parse_and_stream(gateway, schemas, model):
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_previous_response_id_reaches_the_provider_and_stays_with_its_key(gateway, model):
-    one, two = client(gateway, KEYS[0]), client(gateway, KEYS[1])
+def test_previous_response_id_reaches_the_provider_and_stays_with_its_key(gateway, model, closing):
+    one, two = closing(client(gateway, KEYS[0])), closing(client(gateway, KEYS[1]))
     first = one.responses.create(model=model, input="What is 2 + 3? " + "Think it through. " * 20)
     alone = one.responses.create(model=model, input="And 4 + 4?", store=False)
     follow = one.responses.create(model=model, input="And 4 + 4?", previous_response_id=first.id)
