@@ -18,22 +18,32 @@ from fastapi.routing import APIRoute
 __all__ = ["loads", "StrictJSONRoute"]
 
 
-def loads(body: bytes | str) -> Any:
-    """The body as JSON, or `json.JSONDecodeError` saying what was wrong and where."""
-    text = body.decode() if isinstance(body, bytes) else body
-    return json.JSONDecoder(parse_constant=lambda name: _refuse(f"{name} is not a JSON number", text, name),
-                            parse_float=lambda number: _finite(number, text)).decode(text)
+class _NotJSON(ValueError):
+    """Raised inside the decoder; `loads` gives it the text's position."""
 
 
-def _finite(number: str, text: str) -> float:
+def _constant(name: str) -> Any:
+    raise _NotJSON(f"{name} is not a JSON number", name)
+
+
+def _finite(number: str) -> float:
     value = float(number)
     if not math.isfinite(value):
-        _refuse(f"{number} is out of a float's range", text, number)
+        raise _NotJSON(f"{number} is out of a float's range", number)
     return value
 
 
-def _refuse(message: str, text: str, token: str):
-    raise json.JSONDecodeError(message, text, max(text.find(token), 0))
+_DECODER = json.JSONDecoder(parse_constant=_constant, parse_float=_finite)  # made once: it is on every request
+
+
+def loads(body: bytes | str) -> Any:
+    """The body as JSON, or `json.JSONDecodeError` saying what was wrong and where."""
+    text = body.decode() if isinstance(body, bytes) else body
+    try:
+        return _DECODER.decode(text)
+    except _NotJSON as err:
+        message, token = err.args
+        raise json.JSONDecodeError(message, text, max(text.find(token), 0)) from None
 
 
 class _StrictJSONRequest(Request):
