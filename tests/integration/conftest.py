@@ -10,16 +10,15 @@ import uuid
 
 import pytest
 
+from orchestray._haproxy import set_haproxy_defaults
 from orchestray.config import ProviderConfig
 from orchestray.emulator import EmulatorOptions, run_in_thread
 
 
-# The gateway tests run on the HAProxy ingress, as `serve run serve_app:app` does by default
+# The gateway tests run on the HAProxy ingress with the settings `serve run serve_app:app` gives it
 # (RAY_SERVE_ENABLE_HA_PROXY=0 runs them on Serve's Python proxy). Set before any node starts: the
-# Serve controller reads it from the environment its node inherited.
-os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
-os.environ.setdefault("RAY_SERVE_HAPROXY_RETRY_ON", "conn-failure empty-response")  # as serve_app sets it
-os.environ.setdefault("RAY_SERVE_HAPROXY_RETRIES", "6")  # as serve_app sets it
+# Serve controller reads them from the environment its node inherited.
+set_haproxy_defaults()
 # A deleted gateway replica drains 30 s by default, so that an outside load balancer can stop
 # sending to it first; the tests delete applications nobody calls any more, and every module's
 # teardown waited those 30 s. Production keeps Ray's default.

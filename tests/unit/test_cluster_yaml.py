@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
+
+from orchestray._haproxy import HAPROXY_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET_NAMES = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "ORCHESTRAY_API_KEYS", "RAY_AUTH_TOKEN")
@@ -94,9 +99,18 @@ def test_the_local_provider_variant_described_in_the_comments_passes_too(cluster
     assert prepared["head_start_ray_commands"] == cluster["head_start_ray_commands"]
 
 
-def test_every_node_starts_ray_with_the_haproxy_ingress_unless_the_secrets_file_says_otherwise(cluster):
+def test_every_node_starts_ray_with_the_haproxy_ingress_unless_the_secrets_file_says_otherwise(cluster, tmp_path):
+    """Each start command, run in bash up to `ray start` (a stand-in that prints its environment),
+    exports orchestray's HAProxy settings, except one the secrets file sets."""
+    secrets = tmp_path / "orchestray.env"
+    secrets.write_text("RAY_SERVE_HAPROXY_RETRIES=9\nOPENAI_API_KEY=sk-test\n")
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
         start = cluster[key][-1]
-        assert start.index(". ~/orchestray.env") < start.index("RAY_SERVE_ENABLE_HA_PROXY=${RAY_SERVE_ENABLE_HA_PROXY:-1}") < start.index("ray start")
-        assert start.index(". ~/orchestray.env") < start.index('RAY_SERVE_HAPROXY_RETRY_ON="${RAY_SERVE_HAPROXY_RETRY_ON:-conn-failure empty-response}"') < start.index("ray start")
-        assert start.index(". ~/orchestray.env") < start.index("RAY_SERVE_HAPROXY_RETRIES=${RAY_SERVE_HAPROXY_RETRIES:-6}") < start.index("ray start")
+        assert start.index(". ~/orchestray.env") < start.index("orchestray._haproxy") < start.index("ray start")
+        script = start[:start.index("ray start")].replace("~/orchestray.env", str(secrets)).replace("ulimit -n 65536 &&", "")
+        shown = subprocess.run(["bash", "-c", f"{script} {sys.executable} -c 'import json, os; print(json.dumps(dict(os.environ)))'"],
+                               capture_output=True, text=True, check=True, cwd=ROOT,
+                               env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path)})
+        environ = json.loads(shown.stdout)
+        assert {name: environ[name] for name in HAPROXY_ENV} == {**HAPROXY_ENV, "RAY_SERVE_HAPROXY_RETRIES": "9"}, key
+        assert environ["OPENAI_API_KEY"] == "sk-test"

@@ -11,6 +11,7 @@ import pytest
 import ray
 import yaml
 
+from orchestray._haproxy import HAPROXY_ENV
 from orchestray.config import ProviderConfig, ServeConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,8 +87,5 @@ def test_one_image_and_one_ray_version_everywhere(manifest):
 def test_every_ray_container_serves_http_through_haproxy(manifest):
     for container in containers(manifest):
         env = {item["name"]: item for item in container.get("env", [])}
-        assert env["RAY_SERVE_ENABLE_HA_PROXY"]["value"] == "1", container["name"]
-        # a request whose replica died before answering is sent to another replica
-        assert env["RAY_SERVE_HAPROXY_RETRY_ON"]["value"] == "conn-failure empty-response", container["name"]
-        # past HAProxy's 3-error mark-down, so a lone replica's request reaches the head's Serve proxy
-        assert env["RAY_SERVE_HAPROXY_RETRIES"]["value"] == "6", container["name"]
+        # orchestray's HAProxy settings, as serve_app and cluster.yaml give them (orchestray/_haproxy.py)
+        assert {name: env[name]["value"] for name in HAPROXY_ENV} == HAPROXY_ENV, container["name"]
