@@ -227,7 +227,7 @@ def test_requests_from_the_official_schema(base_url, openai_schemas, closing):
     seen: dict[str, int] = {"200": 0, "4xx": 0}
     session = closing(requests.Session())
 
-    @settings(max_examples=100, deadline=None, database=None, derandomize=True,
+    @settings(max_examples=50, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
     @given(from_schema(_request_schema(openai_schemas, "wire-sim-a")))
     def check(body):
