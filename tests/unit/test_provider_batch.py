@@ -25,8 +25,10 @@ class ScriptedBatches:
         self.batches: dict[str, list[str]] = {}
         self.tags: dict[str, str] = {}
         self.seen: dict[str, int] = {}
+        self.sent: dict = {}
 
     def line(self, key, request):
+        self.sent[key] = request
         return json.dumps({"custom_id": key, "body": {"q": request.last_user_text()}}).encode() + b"\n"
 
     async def submit(self, lines, tag):
@@ -118,3 +120,26 @@ async def test_a_rerun_collects_a_batch_recorded_only_as_an_intent(tmp_path):
     again = await run_provider_batch(source, tmp_path / "out.jsonl", CONFIG, _no_live,
                                      ProviderBatchOptions(progress=False, poll_s=0.001), apis={"p": api})
     assert again.succeeded == 2 and again.batch_requests == 0 and len(api.batches) == 1
+
+
+async def test_responses_lines_go_through_the_batch_api_and_come_back_as_response_objects(tmp_path):
+    """A `/v1/responses` line rides the provider's batch API like a chat line, and its record's
+    body is a Response, as `orchestray batch` writes it for the same line run live."""
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"custom_id": "r1", "method": "POST", "url": "/v1/responses",
+                                  "body": {"model": "p", "input": "What is 2 + 2?", "instructions": "Be brief."}}) + "\n"
+                      + json.dumps({"custom_id": "c1", "method": "POST", "url": "/v1/chat/completions",
+                                    "body": {"model": "p", "messages": [{"role": "user", "content": "What is 1 + 2?"}]}}) + "\n")
+    api = ScriptedBatches()
+    result = await run_provider_batch(source, tmp_path / "out.jsonl", CONFIG, _no_live,
+                                      ProviderBatchOptions(progress=False, poll_s=0.001), apis={"p": api})
+    assert result.succeeded == 2 and result.batch_requests == 2
+    (asked,) = [r for r in api.sent.values() if r.last_user_text() == "What is 2 + 2?"]
+    assert [(m.role, m.text()) for m in asked.messages] == [("system", "Be brief."), ("user", "What is 2 + 2?")]
+    records = {json.loads(r)["custom_id"]: json.loads(r) for r in (tmp_path / "out.jsonl").read_text().splitlines()}
+    response = records["r1"]["response"]["body"]
+    assert response["object"] == "response" and response["status"] == "completed"
+    (message,) = [item for item in response["output"] if item["type"] == "message"]
+    assert message["content"][0] == {**message["content"][0], "type": "output_text", "text": "Answer: 4"}
+    assert response["usage"]["input_tokens"] == 10 and response["usage"]["output_tokens"] == 10
+    assert records["c1"]["response"]["body"]["object"] == "chat.completion"
