@@ -3,7 +3,6 @@ batch APIs. No Ray starts here: every line goes to a batch-API provider."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from openai.types.responses import Response
 
 from orchestray import AsyncClient, LocalRuntime
 from orchestray.config import parse_config
@@ -104,6 +104,31 @@ async def test_ensemble_in_one_round_and_cascade_in_two(tmp_path):
         assert cheap.batch_requests == 40 + escalated
         assert emu.stats()["requests"] == 0
     assert len(_records(tmp_path / "cheap.jsonl")) == 40
+
+
+async def test_responses_lines_through_both_batch_apis_come_back_as_responses(tmp_path):
+    """`/v1/responses` lines for an OpenAI and an Anthropic provider go through their batch APIs
+    (the real SDKs, the emulator's batch endpoints) and come back as Response objects."""
+    source = tmp_path / "in.jsonl"
+    with source.open("w") as f:
+        for i in range(6):
+            body = {"model": ["gpt-mini", "claude"][i % 2], "input": f"What is {i} + 3?", "instructions": "Answer briefly.",
+                    "max_output_tokens": 64}
+            f.write(json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/responses", "body": body}) + "\n")
+    async with Emulator(EmulatorOptions(batch_turnaround_s=0.1)) as emu:
+        config = parse_config(_config(emu))
+        result = await run_provider_batch(source, tmp_path / "out.jsonl", config, _no_live,
+                                          ProviderBatchOptions(poll_s=0.05, progress=False))
+        stats = emu.stats()
+    assert stats["requests"] == 0 and stats["batches"]["requests"] == 6
+    assert result.succeeded == 6 and set(result.by_provider) == {"gpt-mini", "claude"}
+    for record in _records(tmp_path / "out.jsonl"):
+        response = record["response"]["body"]
+        assert record["error"] is None and response["object"] == "response" and response["status"] == "completed"
+        (message,) = [item for item in response["output"] if item["type"] == "message"]
+        assert message["content"][0]["type"] == "output_text" and message["content"][0]["text"]
+        assert response["usage"]["input_tokens"] > 0 and response["usage"]["output_tokens"] > 0
+        assert Response.model_validate(response).output_text == message["content"][0]["text"]  # as the openai SDK reads it
 
 
 async def test_split_at_a_small_cap_and_expired_requests_resubmitted(tmp_path):
