@@ -114,7 +114,7 @@ def main() -> None:
             _, peak = tracemalloc.get_traced_memory()
             tracemalloc.stop()
             stats = emu.stats()
-            rows.append((f"provider batch (memory)", str(args.memory_lines), f"{result.cost:.5f}", str(stats["requests"]),
+            rows.append(("provider batch (memory)", str(args.memory_lines), f"{result.cost:.5f}", str(stats["requests"]),
                          str(stats["batches"]["requests"]), str(stats["batches"]["batches"]), f"{wall:.2f}"))
             report["memory"] = {"lines": args.memory_lines, "heap_peak_mb": peak / 2**20,
                                 "rss_growth_mb": rss_mb() - before, "wall_s": wall, "answered": result.succeeded}

@@ -37,7 +37,6 @@ import os
 import sys
 import time
 import uuid
-from collections import deque
 from pathlib import Path
 
 import aiohttp
@@ -48,7 +47,6 @@ from orchestray.backends import make_backend
 from orchestray.config import ProviderConfig
 from orchestray.emulator import EmulatorOptions, run_in_process
 from orchestray.messages import ChatRequest, Message
-from orchestray.policies.ratelimit import RateLimiter
 from orchestray.provider import Provider
 
 from _common import question, render_table, run_header, write_report
