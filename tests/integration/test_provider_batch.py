@@ -106,7 +106,7 @@ async def test_ensemble_in_one_round_and_cascade_in_two(tmp_path):
     assert len(_records(tmp_path / "cheap.jsonl")) == 40
 
 
-async def test_responses_lines_through_both_batch_apis_come_back_as_responses(tmp_path):
+async def test_responses_lines_through_both_batch_apis_come_back_as_responses(tmp_path, openai_schemas):
     """`/v1/responses` lines for an OpenAI and an Anthropic provider go through their batch APIs
     (the real SDKs, the emulator's batch endpoints) and come back as Response objects."""
     source = tmp_path / "in.jsonl"
@@ -122,6 +122,7 @@ async def test_responses_lines_through_both_batch_apis_come_back_as_responses(tm
         stats = emu.stats()
     assert stats["requests"] == 0 and stats["batches"]["requests"] == 6
     assert result.succeeded == 6 and set(result.by_provider) == {"gpt-mini", "claude"}
+    responses_schemas = type(openai_schemas)(Path(__file__).parents[1] / "openai" / "openai-responses-batch-schemas.json")
     for record in _records(tmp_path / "out.jsonl"):
         response = record["response"]["body"]
         assert record["error"] is None and response["object"] == "response" and response["status"] == "completed"
@@ -129,6 +130,7 @@ async def test_responses_lines_through_both_batch_apis_come_back_as_responses(tm
         assert message["content"][0]["type"] == "output_text" and message["content"][0]["text"]
         assert response["usage"]["input_tokens"] > 0 and response["usage"]["output_tokens"] > 0
         assert Response.model_validate(response).output_text == message["content"][0]["text"]  # as the openai SDK reads it
+        responses_schemas.check("Response", response)  # OpenAI's published schema
 
 
 async def test_split_at_a_small_cap_and_expired_requests_resubmitted(tmp_path):
