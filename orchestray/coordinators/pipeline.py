@@ -8,7 +8,8 @@ A step (one mapping of a pipeline route's `steps`):
     when        a condition over earlier steps; false skips the step
     parse       an output parser; a reply it finds nothing in counts as a failed attempt
     retries     extra attempts after a failure (0 by default); a retry asks with a fresh seed
-    timeout_s   per attempt; the call is cancelled when it runs out
+    timeout_s   per attempt of a live call; the call is cancelled when it runs out (a call a
+                provider batch answers waits for its batch)
     max_tokens  for the step's reply (default: the request's)
 
 Templates, conditions and parsers are `orchestray.policies.templates`. The input is the request's
@@ -246,7 +247,9 @@ class PipelineCoordinator(Coordinator):
                 asked = asked.with_changes(seed=sample_seed(request.seed, attempt))
             attempt_started = self.clock()
             try:
-                if step.timeout_s is None:
+                # The timeout bounds a live call, not a provider batch's turnaround
+                # (orchestray batch --provider-batch), which the batch's own window bounds.
+                if step.timeout_s is None or getattr(model, "answers_from_batches", False):
                     answer = await model.complete(asked)
                 else:
                     async with asyncio.timeout(step.timeout_s):

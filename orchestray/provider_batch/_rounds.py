@@ -64,6 +64,10 @@ class _Ask:
 class DeferredProvider:
     """A batch-API provider as a model: `complete` returns when its round's batch answers."""
 
+    # A pipeline step's `timeout_s` bounds a live call; a call parked here waits for its batch
+    # (minutes, hours), which the provider's own completion window bounds.
+    answers_from_batches = True
+
     def __init__(self, name: str, rounds: "Rounds"):
         self.name = name
         self.rounds = rounds
@@ -133,7 +137,11 @@ class Rounds:
         route = self.config.routes.get(name)
         if route is not None:
             # A race exists to cut latency, which a batch cannot: it runs live, whole.
-            return LiveModel(name, self) if route.pattern == "race" else build_coordinator(name, self.config, self.resolve)
+            if route.pattern == "race":
+                return LiveModel(name, self)
+            coordinator = build_coordinator(name, self.config, self.resolve)
+            coordinator.answers_from_batches = True  # its members' calls may wait for a batch
+            return coordinator
         if name in self.apis:
             return DeferredProvider(name, self)
         return LiveModel(name, self)  # simulated: answered in-process as ever

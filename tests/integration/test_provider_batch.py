@@ -133,6 +133,23 @@ async def test_responses_lines_through_both_batch_apis_come_back_as_responses(tm
         responses_schemas.check("Response", response)  # OpenAI's published schema
 
 
+async def test_a_pipeline_steps_timeout_bounds_live_calls_not_the_wait_for_its_batch(tmp_path):
+    """A step with `timeout_s` shorter than the batch's turnaround: its call waits for the batch
+    and is answered once, instead of timing out, being asked again and paid for twice."""
+    source = tmp_path / "in.jsonl"
+    async with Emulator(EmulatorOptions(batch_turnaround_s=0.5)) as emu:
+        data = _config(emu)
+        data["routes"]["steps"] = {"pattern": "pipeline", "steps": [
+            {"name": "draft", "model": "gpt-mini", "prompt": "{input}", "timeout_s": 0.1, "retries": 1},
+            {"name": "check", "model": "vote", "prompt": "Check: {steps.draft.output}", "timeout_s": 0.1}]}
+        _write_input(source, 3, ["steps"])
+        async with AsyncClient(data, runtime=LocalRuntime()) as client:
+            records = [r async for r in client.batch(source, tmp_path / "out.jsonl", provider_batch=True)]
+        stats = emu.stats()
+    assert [r.error for r in records] == [None] * 3
+    assert stats["requests"] == 0 and stats["batches"]["requests"] == 3 + 3 * 4  # the draft once; the vote's 4 samples
+
+
 async def test_split_at_a_small_cap_and_expired_requests_resubmitted(tmp_path):
     source = tmp_path / "in.jsonl"
     _write_input(source, 95, ["gpt-mini", "claude"])
