@@ -150,6 +150,24 @@ async def test_a_pipeline_steps_timeout_bounds_live_calls_not_the_wait_for_its_b
     assert stats["requests"] == 0 and stats["batches"]["requests"] == 3 + 3 * 4  # the draft once; the vote's 4 samples
 
 
+async def test_a_tree_of_thought_takes_its_levels_as_rounds_with_no_live_call(tmp_path):
+    """Each level's proposals, then its evaluations, go out as one round's batch for every line at
+    once; the answer prompt is the last round."""
+    source = tmp_path / "in.jsonl"
+    async with Emulator(EmulatorOptions(batch_turnaround_s=0.05)) as emu:
+        data = _config(emu)
+        data["routes"]["think"] = {"pattern": "tree_of_thought", "providers": ["gpt-mini"], "breadth": 2, "depth": 2}
+        _write_input(source, 4, ["think"])
+        result = await run_provider_batch(source, tmp_path / "out.jsonl", parse_config(data), _no_live,
+                                          ProviderBatchOptions(poll_s=0.02, progress=False))
+        stats = emu.stats()
+    assert stats["requests"] == 0 and result.succeeded == 4
+    assert 2 < result.rounds <= 2 * 2 + 1  # propose and evaluate per level, then the answer
+    assert stats["batches"]["batches"] == result.rounds  # one batch per round, every line's calls together
+    assert result.batch_requests == stats["batches"]["requests"] > 4 * result.rounds
+    assert all(r["response"]["body"]["choices"][0]["message"]["content"] for r in _records(tmp_path / "out.jsonl"))
+
+
 async def test_split_at_a_small_cap_and_expired_requests_resubmitted(tmp_path):
     source = tmp_path / "in.jsonl"
     _write_input(source, 95, ["gpt-mini", "claude"])
