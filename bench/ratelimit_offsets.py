@@ -178,7 +178,7 @@ def analyse(case: str, stamps: list[float], log: dict, limit: int, cpu: dict, ha
             admitted: list[float] | None = None) -> dict:  # fmt: skip
     rows = log["rows"]
     counted = sorted(r[1] for r in rows)
-    admitted = [r[1] for r in rows if r[3]]
+    accepted = [r[1] for r in rows if r[3]]  # the emulator's; `admitted` stays the limiter's
     emulator_own = [1000 * (r[1] - r[0]) for r in rows]
     stamps = sorted(stamps)
     matched = min(len(stamps), len(counted))
@@ -187,7 +187,7 @@ def analyse(case: str, stamps: list[float], log: dict, limit: int, cpu: dict, ha
     pairs = [(delay_ms[i] - delay_ms[i - limit]) for i in range(limit, matched)]
     started = log["started"]
     per_second: dict[int, int] = {}
-    for t in admitted:
+    for t in accepted:
         per_second[int(t - started)] = per_second.get(int(t - started), 0) + 1
     if per_second:
         first, last = max(1, min(per_second)), max(per_second)
