@@ -8,7 +8,8 @@ A batch moves through its states on the clock, looked at lazily (no background t
 for the first tenth of `batch_turnaround_s`, in progress until nine tenths, finalizing, then
 ended. Its answers are made when it ends, by the same simulated models and wire formats as the
 live endpoints, so a body from a batch is exactly a live body. A fraction of requests comes back
-expired (`batch_expire_rate`) or errored with a 500 (`batch_error_rate`). Caps (`batch_max_requests`,
+expired (`batch_expire_rate`) or errored with a 500 (`batch_error_rate`), for every model or only
+those in `batch_fault_models` (so one member of a pattern can fail alone). Caps (`batch_max_requests`,
 `batch_max_bytes`, default the providers' own) and a queue limit (`batch_queue_requests`: requests
 in batches not yet ended) are enforced as the providers do. None of this touches the live
 counters or rate limits: `GET /stats` reports it under `batches`, with `paid_twice`, the
@@ -164,8 +165,11 @@ class BatchDesk:
         dialect = OPENAI if batch.api == "openai" else ANTHROPIC
         results, counts = [], {"succeeded": 0, "expired": 0, "errored": 0, "canceled": 0}
         created = int(time.time())
+        faulty = set(options.batch_fault_models)
         for custom_id, body in batch.requests:
             roll = self._rng.random()
+            if faulty and (body.get("model") if isinstance(body, dict) else None) not in faulty:
+                roll = 1.0  # a model the faults leave alone
             if batch.cancelled_at is not None:
                 outcome: dict = {"type": "canceled"}
             elif roll < options.batch_expire_rate:

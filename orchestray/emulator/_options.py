@@ -54,6 +54,7 @@ class EmulatorOptions:
     batch_turnaround_s: float = 2.0
     batch_expire_rate: float = 0.0
     batch_error_rate: float = 0.0
+    batch_fault_models: tuple[str, ...] = ()  # the models those two rates touch (empty: every model)
     batch_max_requests: int | None = None
     batch_max_bytes: int | None = None
     batch_queue_requests: int | None = None
@@ -151,6 +152,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how long a provider batch takes to end (default: %(default)s)")
     add("--batch-expire-rate", type=float, default=0.0, help="fraction of batch requests that come back expired")
     add("--batch-error-rate", type=float, default=0.0, help="fraction of batch requests that come back errored (500)")
+    add("--batch-fault-model", action="append", default=[], metavar="MODEL", dest="batch_fault_models",
+        help="only this model's batch requests expire or error at those rates; repeatable (default: every model)")
     add("--batch-max-requests", type=int, default=None, help="requests per batch at most (default: the provider's)")
     add("--batch-max-bytes", type=int, default=None, help="bytes per batch at most (default: the provider's)")
     add("--batch-queue-requests", type=int, default=None, help="requests that may wait in unended batches at once")
@@ -194,6 +197,7 @@ def options_from_args(args: argparse.Namespace) -> EmulatorOptions:
         batch_turnaround_s=args.batch_turnaround_s,
         batch_expire_rate=args.batch_expire_rate,
         batch_error_rate=args.batch_error_rate,
+        batch_fault_models=tuple(args.batch_fault_models),
         batch_max_requests=args.batch_max_requests,
         batch_max_bytes=args.batch_max_bytes,
         batch_queue_requests=args.batch_queue_requests,
@@ -242,6 +246,8 @@ def options_to_args(options: EmulatorOptions) -> list[str]:
     ]  # fmt: skip
     for model in options.reject_sampling:
         args += ["--reject-sampling", model]
+    for model in options.batch_fault_models:
+        args += ["--batch-fault-model", model]
     for key, limit in options.key_rpm:
         args += ["--key-rpm", f"{key}={limit}"]
     if options.log_arrivals:

@@ -106,6 +106,32 @@ async def test_ensemble_in_one_round_and_cascade_in_two(tmp_path):
     assert len(_records(tmp_path / "cheap.jsonl")) == 40
 
 
+async def test_a_fallback_and_a_route_send_what_failed_to_the_next_provider_a_round_later(tmp_path):
+    """Every batch request of the fallback's first provider errors (500) and its retry budget is
+    0: round one asks it for every line, round two asks the second provider for those lines only.
+    A `route` whose rule names the fallback takes the same two rounds."""
+    source = tmp_path / "in.jsonl"
+    _write_input(source, 20, ["safe", "auto"])
+    options = EmulatorOptions(batch_turnaround_s=0.1, batch_error_rate=1.0, batch_fault_models=("sim-small",))
+    async with Emulator(options) as emu:
+        raw = _config(emu)
+        raw["providers"][0]["max_retries"] = 0
+        raw["routes"]["safe"] = {"pattern": "fallback", "providers": ["gpt-mini", "claude"]}
+        raw["routes"]["auto"] = {"pattern": "route", "rules": [{"task": "arithmetic", "to": "safe"}], "default": "gpt-mini"}
+        result = await run_provider_batch(source, tmp_path / "out.jsonl", parse_config(raw), _no_live,
+                                          ProviderBatchOptions(poll_s=0.05, progress=False))
+        stats = emu.stats()
+    assert stats["requests"] == 0  # not one live call
+    assert stats["batches"]["by_api"] == {"openai": {"batches": 1, "requests": 20},
+                                          "anthropic": {"batches": 1, "requests": 20}}
+    assert stats["batches"]["errored"] == 20 and stats["batches"]["paid_twice"] == 0
+    assert result.rounds == 2 and result.succeeded == 20
+    records = _records(tmp_path / "out.jsonl")
+    assert len(records) == 20 and all(r["error"] is None for r in records)
+    assert {r["response"]["body"]["model"] for r in records} == {"safe", "auto"}  # the name asked for, as live
+    assert result.by_provider["claude"].requests == 20  # claude answered each line
+
+
 async def test_responses_lines_through_both_batch_apis_come_back_as_responses(tmp_path, openai_schemas):
     """`/v1/responses` lines for an OpenAI and an Anthropic provider go through their batch APIs
     (the real SDKs, the emulator's batch endpoints) and come back as Response objects."""

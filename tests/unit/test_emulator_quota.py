@@ -85,6 +85,25 @@ def test_key_limits_survive_the_command_line():
         EmulatorOptions(key_rpm=(("k", 0),))
 
 
+def test_every_option_survives_the_command_line():
+    import argparse
+
+    from orchestray.emulator._options import EmulatorOptions, add_arguments, options_from_args, options_to_args
+
+    options = EmulatorOptions(
+        port=8123, rpm=60, tpm=6000, limit_mode="sliding", latency_ms=3.5, latency_sigma=0.2, ms_per_output_token=0.5,
+        accuracy=0.6, fault_rate=0.1, hang_rate=0.05, error_status=503, hang_s=9.0, seed=7,
+        reject_sampling=("sim-large",), key_rpm=(("k", 60),), log_arrivals=True, batch_turnaround_s=0.5,
+        batch_expire_rate=0.1, batch_error_rate=0.2, batch_fault_models=("sim-small", "sim-medium"),
+        batch_max_requests=10, batch_max_bytes=4096, batch_queue_requests=20,
+    )
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    again = options_from_args(parser.parse_args(options_to_args(options)))
+    # Everything but the options kept off the command line on purpose (the key, the request log).
+    assert again == options
+
+
 async def test_an_emulator_limits_keys_apart_and_logs_each_arrival():
     import aiohttp
 
