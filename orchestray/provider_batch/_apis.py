@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -26,9 +26,19 @@ _decode = msgspec.json.Decoder().decode
 # The providers' caps per batch: (requests, bytes).
 DEFAULT_CAPS = {"openai": (50_000, 200 * 1024 * 1024), "anthropic": (100_000, 256 * 1024 * 1024)}
 ENDED = {"completed", "expired", "failed", "cancelled", "ended"}
+# How far a provider's clock may stand from ours when a batch is matched to its intent by time.
+_CLOCK_SKEW_S = 300.0
 _ANTHROPIC_STATUS = {"invalid_request_error": 400, "authentication_error": 401, "permission_error": 403,
                      "not_found_error": 404, "request_too_large": 413, "rate_limit_error": 429,
                      "api_error": 500, "overloaded_error": 529}
+
+
+class Intent(Protocol):
+    """What the journal recorded before a batch was created (a `JournalBatch`)."""
+
+    tag: str
+    keys: list[str]
+    created: float  # wall clock, before the create call
 
 
 class QueueFull(Exception):
@@ -98,11 +108,13 @@ class OpenAIBatchAPI:
     async def state(self, batch_id: str) -> BatchState:
         return self._state(await self.client.batches.retrieve(batch_id))
 
-    async def find(self, tag: str) -> str | None:
-        """The batch submitted under `tag` (its metadata), if the provider has one: a driver
-        that died between creating a batch and recording its id finds it here."""
+    async def find(self, intent: "Intent", known: set[str]) -> str | None:
+        """The batch submitted under the intent's tag (its metadata), if the provider has one: a
+        driver that died between creating a batch and recording its id finds it here."""
         async for batch in self.client.batches.list(limit=100):
-            if (batch.metadata or {}).get("orchestray") == tag:
+            if batch.created_at < intent.created - _CLOCK_SKEW_S:
+                break  # newest first: older than the intent, so none further on is it
+            if (batch.metadata or {}).get("orchestray") == intent.tag:
                 return batch.id
         return None
 
@@ -178,8 +190,26 @@ class AnthropicBatchAPI:
     async def state(self, batch_id: str) -> BatchState:
         return self._state(await self.client.messages.batches.retrieve(batch_id))
 
-    async def find(self, tag: str) -> str | None:
-        return None  # Message Batches carry no metadata to find a batch by (see the note in _journal)
+    async def find(self, intent: "Intent", known: set[str]) -> str | None:
+        """The batch created for `intent` by a driver that died before recording its id. Message
+        Batches carry no metadata, so it is the batch, not among the `known` ids, created from
+        just before the intent to a while after it, with as many requests as the intent has
+        keys, the nearest in time. Its results are read by key, so a batch that turns out not
+        to be it answers nothing and its lines ask again."""
+        best: tuple[float, str] | None = None
+        async for batch in self.client.messages.batches.list(limit=100):
+            created = batch.created_at.timestamp()
+            if created < intent.created - _CLOCK_SKEW_S:
+                break  # newest first
+            if batch.id in known or created > intent.created + _CLOCK_SKEW_S + self.config.timeout_s:
+                continue
+            c = batch.request_counts
+            if c.processing + c.succeeded + c.errored + c.canceled + c.expired != len(intent.keys):
+                continue
+            gap = abs(created - intent.created)
+            if best is None or gap < best[0]:
+                best = (gap, batch.id)
+        return best[1] if best else None
 
     async def results(self, state: BatchState) -> dict[str, Outcome]:
         found: dict[str, Outcome] = {}

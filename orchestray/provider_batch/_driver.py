@@ -125,7 +125,8 @@ async def _collect_recorded(rounds: Rounds, journal: Journal, poll_s: Callable[[
             continue
         api = rounds.apis[batch.provider]
         if batch.batch_id is None:
-            found = await api.find(batch.tag)
+            known = {b.batch_id for b in journal.batches.values() if b.batch_id}
+            found = await api.find(batch, known)
             if found is None:
                 continue  # never created: its lines ask again
             journal.submitted(batch.tag, found)

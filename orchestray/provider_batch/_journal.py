@@ -9,8 +9,8 @@ Intents and ids are fsynced before the driver waits, so a rerun (or a driver tha
 those batches instead of submitting their requests again. A request's key is its input line and
 a digest of what it asks, so the same line asking the same thing again (a pattern replayed after
 a crash) finds its answer here, not at the provider. A driver killed between creating a batch
-and recording its id finds it again by the tag in its metadata (OpenAI); Anthropic's Message
-Batches have no metadata, so for them that window (one HTTP answer long) is not covered.
+and recording its id finds it again (`BatchAPI.find`): by the tag in its metadata (OpenAI), or,
+Message Batches having no metadata, by its creation time and request count (Anthropic).
 """
 
 from __future__ import annotations

@@ -219,7 +219,12 @@ def _cli(tmp_path: Path, source: Path, output: Path, config: Path) -> subprocess
     )
 
 
-def test_sigkilled_after_submitting_then_rerun_pays_once(tmp_path):
+@pytest.mark.parametrize("ids_recorded", [True, False], ids=["ids-recorded", "killed-before-ids-recorded"])
+def test_sigkilled_after_submitting_then_rerun_pays_once(tmp_path, ids_recorded):
+    """Killed while it waits on its batches, the driver is run again and collects them. Without
+    `ids_recorded`, the journal is cut back to what a driver killed between creating each batch
+    and recording its id left (the intents alone): the rerun finds both batches at the providers
+    (OpenAI by metadata, Anthropic by creation time and size) instead of paying again."""
     source, output, config_path = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "c.yaml"
     _write_input(source, 300, ["gpt-mini", "claude"])
     with run_in_thread(EmulatorOptions(batch_turnaround_s=3.0)) as emu:
@@ -238,6 +243,9 @@ def test_sigkilled_after_submitting_then_rerun_pays_once(tmp_path):
         first.send_signal(signal.SIGKILL)
         first.communicate()
         assert not output.exists() or output.read_text() == ""  # killed while waiting: nothing answered yet
+        if not ids_recorded:
+            kept = [line for line in journal.read_text().splitlines(keepends=True) if '"e":"submitted"' not in line]
+            journal.write_text("".join(kept))
         second = _cli(tmp_path, source, output, config_path)
         out, err = second.communicate(timeout=120)
         assert second.returncode == 0, err.decode()

@@ -43,8 +43,9 @@ class ScriptedBatches:
     async def state(self, batch_id):
         return BatchState(batch_id, "p", "completed", {"total": len(self.batches[batch_id])})
 
-    async def find(self, tag):
-        return self.tags.get(tag)
+    async def find(self, intent, known):
+        found = self.tags.get(intent.tag)
+        return None if found in known else found
 
     async def results(self, state):
         found = {}
