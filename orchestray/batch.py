@@ -182,11 +182,13 @@ async def _run_lines(
             raise
 
 
-async def _answer(line: Line, resolve: Callable[[str], Model], result: BatchResult) -> OutputRecord:
+async def _answer(line: Line, resolve: Callable[[str], Model], result: BatchResult,
+                  started: float | None = None) -> OutputRecord:
+    """The line's record; `started` (monotonic) is when its call began, if not now."""
     model_name = line.request.model
     model_tally = result.by_model.setdefault(model_name, Tally())
     model_tally.requests += 1
-    started = time.monotonic()
+    started = time.monotonic() if started is None else started
     try:
         completion = await resolve(model_name).complete(line.request)
     except Exception as err:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, AsyncIterator, Protocol
 
 import msgspec
 
@@ -74,6 +74,16 @@ def _status_outcome(status: int, message: str) -> Outcome:
     return Outcome(kind, status, message=message)
 
 
+def _openai_outcome(record: dict) -> Outcome:
+    response, error = record.get("response"), record.get("error")
+    if response is not None and response.get("status_code") == 200:
+        return Outcome("ok", 200, response["body"])
+    if response is not None:
+        message = ((response.get("body") or {}).get("error") or {}).get("message") or "error"
+        return _status_outcome(response["status_code"], message)
+    return Outcome("retry", 0, message=(error or {}).get("code") or "not run")
+
+
 class OpenAIBatchAPI:
     kind = "openai"
 
@@ -118,29 +128,22 @@ class OpenAIBatchAPI:
                 return batch.id
         return None
 
-    async def results(self, state: BatchState) -> dict[str, Outcome]:
+    async def results(self, state: BatchState) -> AsyncIterator[tuple[str, Outcome]]:
+        """Each request's outcome by custom_id, streamed from the output and error files (never
+        held whole); ("*", outcome) alone for a batch that failed as a whole."""
         batch = await self.client.batches.retrieve(state.id)
-        found: dict[str, Outcome] = {}
         if batch.status == "failed":
             queue = bool(batch.errors and any(e.code == "token_limit_exceeded" for e in batch.errors.data or ()))
-            return {"*": Outcome("retry" if queue else "error", 429 if queue else 400, message=state.errors or "failed")}
+            yield "*", Outcome("retry" if queue else "error", 429 if queue else 400, message=state.errors or "failed")
+            return
         for file_id in (batch.output_file_id, batch.error_file_id):
             if not file_id:
                 continue
-            content = await self.client.files.content(file_id)
-            for raw in content.content.splitlines():
-                if not raw.strip():
-                    continue
-                record = _decode(raw)
-                response, error = record.get("response"), record.get("error")
-                if response is not None and response.get("status_code") == 200:
-                    found[record["custom_id"]] = Outcome("ok", 200, response["body"])
-                elif response is not None:
-                    message = ((response.get("body") or {}).get("error") or {}).get("message") or "error"
-                    found[record["custom_id"]] = _status_outcome(response["status_code"], message)
-                else:
-                    found[record["custom_id"]] = Outcome("retry", 0, message=(error or {}).get("code") or "not run")
-        return found
+            async with self.client.files.with_streaming_response.content(file_id) as content:
+                async for raw in content.iter_lines():
+                    if raw.strip():
+                        record = _decode(raw)
+                        yield record["custom_id"], _openai_outcome(record)
 
     def reply(self, body: Any, request: ChatRequest) -> Reply:
         from orchestray.backends.openai_wire import reply_from_completion
@@ -169,14 +172,18 @@ class AnthropicBatchAPI:
         self.backend = AnthropicBackend(config, api_key, client=self.client)
 
     def line(self, key: str, request: ChatRequest) -> bytes:
-        return _encode({"custom_id": key, "params": self.backend.params(request)})
+        return _encode({"custom_id": key, "params": self.backend.params(request)}) + b"\n"
 
     async def submit(self, lines: list[bytes], tag: str) -> str:
+        """The requests posted as the bytes they already are: `messages.batches.create` would
+        take them as dicts, tens of thousands of them decoded only to be encoded again."""
         import anthropic
+        from anthropic.types.messages import MessageBatch
 
-        requests = [_decode(line) for line in lines]
+        body = b'{"requests":[' + b",".join(line.rstrip(b"\n") for line in lines) + b"]}"
         try:
-            batch = await self.client.messages.batches.create(requests=requests)
+            batch = await self.client.post("/v1/messages/batches", cast_to=MessageBatch, content=body,
+                                           options={"headers": {"content-type": "application/json"}})
         except anthropic.RateLimitError as err:
             raise QueueFull(str(err)) from None
         return batch.id
@@ -211,18 +218,17 @@ class AnthropicBatchAPI:
                 best = (gap, batch.id)
         return best[1] if best else None
 
-    async def results(self, state: BatchState) -> dict[str, Outcome]:
-        found: dict[str, Outcome] = {}
+    async def results(self, state: BatchState) -> AsyncIterator[tuple[str, Outcome]]:
+        """Each request's outcome by custom_id, as the results stream in."""
         async for item in await self.client.messages.batches.results(state.id):
             result = item.result
             if result.type == "succeeded":
-                found[item.custom_id] = Outcome("ok", 200, result.message.to_dict())
+                yield item.custom_id, Outcome("ok", 200, result.message.to_dict())
             elif result.type == "errored":
                 error = result.error.error
-                found[item.custom_id] = _status_outcome(_ANTHROPIC_STATUS.get(error.type, 500), error.message)
+                yield item.custom_id, _status_outcome(_ANTHROPIC_STATUS.get(error.type, 500), error.message)
             else:
-                found[item.custom_id] = Outcome("retry", 0, message=result.type)
-        return found
+                yield item.custom_id, Outcome("retry", 0, message=result.type)
 
     def reply(self, body: Any, request: ChatRequest) -> Reply:
         from orchestray.anthropic_format import json_tool_name, reply_from_message

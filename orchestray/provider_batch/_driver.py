@@ -24,6 +24,7 @@ from orchestray.errors import OrchestrayError, RequestError
 from orchestray.output_lock import OutputLock
 from orchestray.provider_batch._apis import BatchAPI, open_api
 from orchestray.provider_batch._journal import Journal, journal_path
+from orchestray.provider_batch._plain import PlainLines
 from orchestray.provider_batch._rounds import Rounds, line_context, print_board
 
 __all__ = ["ProviderBatchOptions", "ProviderBatchResult", "run_provider_batch", "format_provider_summary", "batch_apis"]
@@ -135,10 +136,9 @@ async def _collect_recorded(rounds: Rounds, journal: Journal, poll_s: Callable[[
             rounds.board(batch.round, list(rounds.states.values()))
             await asyncio.sleep(poll_s(batch.provider))
         rounds.states[state.id] = state
-        outcomes = await api.results(state)
-        for key in batch.keys:
-            outcome = outcomes.get(key)
-            if outcome is not None and outcome.kind != "retry":
+        keys = set(batch.keys)
+        async for key, outcome in api.results(state):
+            if key in keys and outcome.kind != "retry":
                 journal.answer(key, batch.provider, state.id, outcome)
                 rounds.answers[key] = (outcome, state.id)
         journal.collected(state.id)
@@ -154,6 +154,7 @@ async def _run_lines(source: Path, target: Path, done, lock: OutputLock, rounds:
     with target.open("ab") as out, source.open("rb") as f:
         numbered = enumerate(f, start=1)
         exhausted = False
+        offset = 0
 
         def write(record: OutputRecord) -> None:
             lock.check()
@@ -161,6 +162,8 @@ async def _run_lines(source: Path, target: Path, done, lock: OutputLock, rounds:
             out.flush()
             if on_record is not None:
                 on_record(record)
+
+        plain = rounds.plain = PlainLines(source, target, rounds, options.route, config.has_model, write, result)
 
         async def run_line(line) -> None:
             nonlocal finished
@@ -180,6 +183,7 @@ async def _run_lines(source: Path, target: Path, done, lock: OutputLock, rounds:
                         exhausted = True
                         break
                     number, raw = item
+                    at, offset = offset, offset + len(raw)
                     result.lines += 1
                     parsed = parse_line(raw, number, seen_ids, options.route, config.has_model)
                     if number in done:
@@ -189,11 +193,13 @@ async def _run_lines(source: Path, target: Path, done, lock: OutputLock, rounds:
                         result.invalid += 1
                         write(parsed)
                         continue
+                    if plain.offer(parsed, at):
+                        continue
                     task = asyncio.create_task(run_line(parsed))
                     running.add(task)
                     task.add_done_callback(running.discard)
                 await rounds.settle(lambda: finished)
-                if rounds.pending:
+                if rounds.waiting:
                     await rounds.run_round(poll_s)
                 elif running:
                     await asyncio.wait(running, timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
@@ -205,3 +211,5 @@ async def _run_lines(source: Path, target: Path, done, lock: OutputLock, rounds:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
             raise
+        finally:
+            plain.close()

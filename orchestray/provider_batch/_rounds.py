@@ -9,7 +9,9 @@ under the queue limit; their answers resolve the futures, and the coordinators c
 their next step, which parks again: an ensemble's samples are one round, a cascade's second
 stage the next, a tree-of-thought a round per level. Expired or errored calls go into the
 next round until the provider's retry budget is spent. Race routes and simulated providers
-run live (`LiveModel`), counted apart.
+run live (`LiveModel`), counted apart. A plain line (its model a batch-API provider itself) has
+no coordinator to run: it waits on disk (`_plain`), and its request joins the same round's
+batches. Answers stream in (`BatchAPI.results`) and each call is concluded as its answer comes.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import hashlib
+import itertools
 import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Iterator
 
 import msgspec
 
@@ -33,7 +36,7 @@ from orchestray.messages import ChatRequest, Completion, Span
 from orchestray.provider_batch._apis import BatchAPI, BatchState, Outcome, QueueFull, caps
 from orchestray.provider_batch._journal import Journal
 
-__all__ = ["Rounds", "DeferredProvider", "LiveModel", "line_context"]
+__all__ = ["Rounds", "DeferredProvider", "LiveModel", "line_context", "request_key"]
 
 _encode = msgspec.json.Encoder().encode
 
@@ -59,6 +62,19 @@ class _Ask:
     line: bytes
     future: asyncio.Future
     attempts: int = 0
+
+
+def _digest(provider: str, request: ChatRequest) -> str:
+    return hashlib.blake2b(provider.encode() + b"\0" + _encode(request), digest_size=10).hexdigest()
+
+
+def _key(number: int, digest: str, occurrence: int = 0) -> str:
+    return f"l{number}-{digest}" + (f"-{occurrence}" if occurrence else "")
+
+
+def request_key(provider: str, number: int, request: ChatRequest) -> str:
+    """The key of a line's first call of `request` to `provider`: the one `Rounds.ask` gives it."""
+    return _key(number, _digest(provider, request))
 
 
 class DeferredProvider:
@@ -124,6 +140,12 @@ class Rounds:
         self.submitted_requests = 0
         self.resubmitted = 0
         self._models: dict[str, object] = {}
+        self.plain = None  # the driver's PlainLines: plain lines' requests, spooled, not parked
+
+    @property
+    def waiting(self) -> bool:
+        """Calls wait for the next round."""
+        return bool(self.pending) or bool(self.plain and self.plain.waiting())
 
     # --- models -------------------------------------------------------------------------------
 
@@ -169,10 +191,10 @@ class Rounds:
     async def ask(self, provider: str, request: ChatRequest) -> Completion:
         context = _line.get()
         api = self.apis[provider]
-        digest = hashlib.blake2b(provider.encode() + b"\0" + _encode(request), digest_size=10).hexdigest()
+        digest = _digest(provider, request)
         occurrence = context.asked.get(digest, 0)
         context.asked[digest] = occurrence + 1
-        key = f"l{context.number}-{digest}" + (f"-{occurrence}" if occurrence else "")
+        key = _key(context.number, digest, occurrence)
         known = self.answers.pop(key, None)
         if known is not None:
             return self._settled(provider, request, known[0], known[1], attempts=0, latency_s=0.0)
@@ -219,81 +241,123 @@ class Rounds:
             last = now
 
     async def run_round(self, poll_s: Callable[[str], float]) -> None:
-        """Send every parked call as provider batches and resolve them from the answers."""
+        """Send every parked call, and every spooled plain line, as provider batches, and resolve
+        them from the answers."""
         self.round += 1
         asked, self.pending = self.pending, {}
-        await asyncio.gather(*(self._provider_round(name, asks, poll_s(name)) for name, asks in asked.items()))
+        providers = list(asked) + [p for p in (self.plain.waiting() if self.plain else ()) if p not in asked]
+        await asyncio.gather(*(self._provider_round(name, asked.get(name, []), poll_s(name)) for name in providers))
 
-    def _split(self, provider: str, asks: list[_Ask]) -> list[list[_Ask]]:
+    def _chunks(self, provider: str, asks: list[_Ask]) -> Iterator[tuple[list[_Ask | str], list[bytes]]]:
+        """The round's calls for `provider` in batches at its caps: (items, request lines), an
+        item an `_Ask` or a plain line's key. Only one batch's lines are held at a time."""
         max_requests, max_bytes = caps(self.config.provider(provider))
-        chunks, chunk, size = [], [], 0
-        for ask in asks:
-            if chunk and (len(chunk) >= max_requests or size + len(ask.line) > max_bytes):
-                chunks.append(chunk)
-                chunk, size = [], 0
-            chunk.append(ask)
-            size += len(ask.line)
-        return chunks + ([chunk] if chunk else [])
+        spooled = self.plain.take(provider) if self.plain else iter(())
+        items: list[_Ask | str] = []
+        lines: list[bytes] = []
+        size = 0
+        for item, line in itertools.chain(spooled, ((ask, ask.line) for ask in asks)):
+            if items and (len(items) >= max_requests or size + len(line) > max_bytes):
+                yield items, lines
+                items, lines, size = [], [], 0
+            items.append(item)
+            lines.append(line)
+            size += len(line)
+        if items:
+            yield items, lines
+
+    def _attempts(self, item: _Ask | str) -> int:
+        return self.plain.entries[item].attempts if isinstance(item, str) else item.attempts
 
     async def _provider_round(self, provider: str, asks: list[_Ask], poll_s: float) -> None:
         api = self.apis[provider]
         queue = self.config.provider(provider).batch.queue_requests
-        waiting: dict[str, list[_Ask]] = {}
-        for n, chunk in enumerate(self._split(provider, asks)):
+        waiting: dict[str, list[_Ask | str]] = {}
+        for n, (chunk, lines) in enumerate(self._chunks(provider, asks)):
             while queue and waiting and sum(map(len, waiting.values())) + len(chunk) > queue:
-                await self._wait_some(api, waiting, poll_s)
+                await self._wait_some(provider, api, waiting, poll_s)
             tag = f"ob-{self.run_id}-r{self.round}-{provider.replace(':', '_')}-{n}"
-            self.journal.intent(tag, provider, self.round, [a.key for a in chunk])
+            self.journal.intent(tag, provider, self.round, [_item_key(item) for item in chunk])
             while True:
                 try:
-                    batch_id = await api.submit([a.line for a in chunk], tag)
+                    batch_id = await api.submit(lines, tag)
                     break
                 except QueueFull:
                     if waiting:
-                        await self._wait_some(api, waiting, poll_s)
+                        await self._wait_some(provider, api, waiting, poll_s)
                     else:
                         await asyncio.sleep(poll_s)
+            del lines
             self.journal.submitted(tag, batch_id)
             self._sent_at[batch_id] = time.time()
             self.submitted_requests += len(chunk)
-            self.resubmitted += sum(1 for a in chunk if a.attempts)
+            self.resubmitted += sum(1 for item in chunk if self._attempts(item))
             self.states[batch_id] = BatchState(batch_id, provider, "validating", {"total": len(chunk)})
             self.board(self.round, list(self.states.values()))
             waiting[batch_id] = chunk
         while waiting:
-            await self._wait_some(api, waiting, poll_s)
+            await self._wait_some(provider, api, waiting, poll_s)
 
-    async def _wait_some(self, api: BatchAPI, waiting: dict[str, list[_Ask]], poll_s: float) -> None:
+    async def _wait_some(self, provider: str, api: BatchAPI, waiting: dict[str, list[_Ask | str]],
+                         poll_s: float) -> None:
         await asyncio.sleep(poll_s)
         for batch_id in list(waiting):
             state = self.states[batch_id] = await api.state(batch_id)
             if state.ended:
-                outcomes = await api.results(state)
-                self.resolve_batch(state, waiting.pop(batch_id), outcomes)
+                await self.collect(provider, api, state, waiting.pop(batch_id))
         self.board(self.round, list(self.states.values()))
 
-    def resolve_batch(self, state: BatchState, asks: list[_Ask], outcomes: dict[str, Outcome]) -> None:
-        whole = outcomes.get("*")
-        for ask in asks:
-            outcome = outcomes.get(ask.key) or whole or Outcome("retry", 0, message=f"no result (batch {state.status})")
-            if outcome.kind == "retry" and not (whole is not None and whole.status == 429):
-                ask.attempts += 1  # a batch refused for a full queue spent nothing
-            budget = self.config.provider(ask.provider).max_retries
-            if outcome.kind == "retry" and ask.attempts <= budget:
-                self.pending.setdefault(ask.provider, []).append(ask)  # the next round
-                continue
-            if outcome.kind == "retry":
-                outcome = Outcome("error", outcome.status, message=f"{outcome.message or 'not answered'} "
-                                  f"in {ask.attempts} batches; the retry budget ({budget}) is spent")
-            self.journal.answer(ask.key, ask.provider, state.id, outcome)
-            if ask.future.done():
-                continue
-            try:
-                ask.future.set_result(self._settled(ask.provider, ask.request, outcome, state.id, ask.attempts,
-                                                    time.time() - self._sent_at.get(state.id, time.time())))
-            except OrchestrayError as err:
-                ask.future.set_exception(err)
+    async def collect(self, provider: str, api: BatchAPI, state: BatchState, items: list[_Ask | str]) -> None:
+        """Conclude each of the batch's calls as its outcome streams in; a call the results do
+        not name takes the batch's own outcome (a batch failed whole) or is asked again."""
+        by_key = {_item_key(item): item for item in items}
+        whole = None
+        async for key, outcome in api.results(state):
+            if key == "*":
+                whole = outcome
+            elif (item := by_key.pop(key, None)) is not None:
+                await self._conclude(provider, item, outcome, state, queue_full=False)
+        missing = whole or Outcome("retry", 0, message=f"no result (batch {state.status})")
+        queue_full = whole is not None and whole.status == 429
+        for item in by_key.values():
+            await self._conclude(provider, item, missing, state, queue_full)
         self.journal.collected(state.id)
+
+    async def _conclude(self, provider: str, item: _Ask | str, outcome: Outcome, state: BatchState,
+                        queue_full: bool) -> None:
+        plain = isinstance(item, str)
+        holder = self.plain.entries[item] if plain else item
+        key = item if plain else item.key
+        if outcome.kind == "retry" and not queue_full:
+            holder.attempts += 1  # a batch refused for a full queue spent nothing
+        budget = self.config.provider(provider).max_retries
+        if outcome.kind == "retry" and holder.attempts <= budget:
+            if plain:
+                self.plain.again(item)  # the next round
+            else:
+                self.pending.setdefault(provider, []).append(item)
+            return
+        if outcome.kind == "retry":
+            outcome = Outcome("error", outcome.status, message=f"{outcome.message or 'not answered'} "
+                              f"in {holder.attempts} batches; the retry budget ({budget}) is spent")
+        self.journal.answer(key, provider, state.id, outcome)
+        latency_s = time.time() - self._sent_at.get(state.id, time.time())
+        attempts = holder.attempts
+
+        def settle(request: ChatRequest) -> Completion:
+            return self._settled(provider, request, outcome, state.id, attempts, latency_s)
+
+        if plain:
+            await self.plain.answered(item, settle, latency_s)
+        elif not item.future.done():
+            try:
+                item.future.set_result(settle(item.request))
+            except OrchestrayError as err:
+                item.future.set_exception(err)
+
+
+def _item_key(item: _Ask | str) -> str:
+    return item if isinstance(item, str) else item.key
 
 
 def print_board(enabled: bool, interval_s: float = 0.5):

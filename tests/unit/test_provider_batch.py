@@ -48,14 +48,12 @@ class ScriptedBatches:
         return None if found in known else found
 
     async def results(self, state):
-        found = {}
         for key in self.batches[state.id]:
             attempt = self.seen[key] = self.seen.get(key, 0) + 1
             how = self.script(key, attempt)
-            found[key] = {"ok": Outcome("ok", 200, {"text": "Answer: 4"}),
-                          "expired": Outcome("retry", 0, message="batch_expired"),
-                          "bad": Outcome("error", 400, message="bad request")}[how]
-        return found
+            yield key, {"ok": Outcome("ok", 200, {"text": "Answer: 4"}),
+                        "expired": Outcome("retry", 0, message="batch_expired"),
+                        "bad": Outcome("error", 400, message="bad request")}[how]
 
     def reply(self, body, request):
         return Reply(text=body["text"], input_tokens=10, output_tokens=10, model="m")
@@ -144,3 +142,30 @@ async def test_responses_lines_go_through_the_batch_api_and_come_back_as_respons
     assert message["content"][0] == {**message["content"][0], "type": "output_text", "text": "Answer: 4"}
     assert response["usage"]["input_tokens"] == 10 and response["usage"]["output_tokens"] == 10
     assert records["c1"]["response"]["body"]["object"] == "chat.completion"
+
+
+async def test_plain_lines_wait_on_disk_not_as_tasks_and_share_their_round_with_patterns(tmp_path, monkeypatch):
+    """A line whose model is the provider itself is spooled, not run as a task: its request and
+    a route's calls of the same round go out in one batch, each record is written once, and the
+    spool is gone afterwards."""
+    import asyncio
+
+    config = parse_config({"providers": [{"name": "p", "kind": "openai", "base_url": "http://unused", "api_key_env": "X",
+                                          "max_retries": 2, "price": {"input_per_1k": 1, "output_per_1k": 1}}],
+                           "routes": {"vote": {"pattern": "ensemble", "providers": ["p"], "samples": 2}}})
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"custom_id": f"c{i}", "body": {"model": "vote" if i % 4 == 0 else "p",
+                      "messages": [{"role": "user", "content": f"What is {i} + 2?"}]}}) + "\n" for i in range(40)))
+    tasks = []
+    create_task = asyncio.create_task
+    monkeypatch.setattr(asyncio, "create_task", lambda coro, **kw: tasks.append(coro) or create_task(coro, **kw))
+    api = ScriptedBatches(lambda key, attempt: "expired" if attempt == 1 and key.startswith("l3-") else "ok")
+    result = await run_provider_batch(source, tmp_path / "out.jsonl", config, _no_live,
+                                      ProviderBatchOptions(progress=False, poll_s=0.001), apis={"p": api})
+    assert len([t for t in tasks if t.__qualname__.endswith("run_line")]) == 10  # the 10 route lines alone
+    assert result.succeeded == 40 and result.rounds == 2  # line 3 expired once and came back a round later
+    first, second = api.batches.values()
+    assert len(first) == 30 + 10 * 2 and len(second) == 1  # plain and route calls in one batch a round
+    records = [json.loads(r) for r in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert sorted(r["custom_id"] for r in records) == sorted(f"c{i}" for i in range(40))
+    assert not list(tmp_path.glob(".out.jsonl.spool-*"))
