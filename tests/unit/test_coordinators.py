@@ -1,6 +1,5 @@
 """Coordinators driven by in-process fake models: no Ray, exact control over who answers when."""
 
-import asyncio
 
 import pytest
 
@@ -13,7 +12,7 @@ from orchestray.coordinators import (
     build_coordinator,
 )
 from orchestray.errors import AllFailedError, ProviderUnavailableError, RateLimitedError
-from orchestray.messages import ChatRequest, Completion, Message, Span
+from orchestray.messages import ChatRequest, Message
 from orchestray.policies.extraction import extractor
 from orchestray.testing import ScriptedModel
 from orchestray.policies.confidence import escalate_if_agreement_below, escalate_if_below, escalate_if_judge_below

@@ -1,6 +1,5 @@
 """Tree-of-thought, router and pipeline coordinators, driven by in-process fake models (no Ray)."""
 
-import asyncio
 import random
 
 import pytest
@@ -14,7 +13,7 @@ from orchestray.coordinators import (
     build_coordinator,
 )
 from orchestray.errors import AllFailedError, ConfigError, ProviderTimeoutError, ProviderUnavailableError, RequestError
-from orchestray.messages import ChatRequest, Chunk, Completion, Message, Span
+from orchestray.messages import ChatRequest, Message
 from orchestray.policies.routing import Router
 from orchestray.tasks import game24
 from orchestray.testing import ScriptedModel

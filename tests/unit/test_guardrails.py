@@ -8,7 +8,7 @@ import pytest
 
 from orchestray import AsyncClient
 from orchestray.errors import ConfigError, GuardrailError, OutputGuardrailError
-from orchestray.messages import ChatRequest, Message, ResponseFormat
+from orchestray.messages import ChatRequest, Message
 from orchestray.policies.guardrails import DenyList, InputRules, Redactor, Violation
 from orchestray.testing import LocalRuntime, ScriptedModel
 

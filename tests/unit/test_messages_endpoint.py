@@ -10,7 +10,6 @@ from fastapi.testclient import TestClient
 
 from orchestray.backends.simulated import SimulatedBackend
 from orchestray.config import ProviderConfig
-from orchestray.errors import UnknownModelError
 from orchestray.provider import Provider
 from orchestray.serving._messages import messages_response
 

@@ -7,8 +7,7 @@ import asyncio
 import msgspec
 import pytest
 
-from orchestray.config import parse_config
-from orchestray.errors import ConfigError, StoreUnavailableError
+from orchestray.errors import StoreUnavailableError
 from orchestray.store import MemoryStore, RedisStore, Store, StoreConfig, open_store
 from orchestray.testing import redis_server
 
