@@ -176,7 +176,7 @@ def test_generated_create_response_requests_get_no_5xx(gateway, schemas):
     session = requests.Session()
     statuses = []
 
-    @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(from_schema(schema))
     def check(body):
         # The schema allows any further top-level key, so nearly every raw example was a 400 for an
