@@ -21,18 +21,21 @@ from orchestray.batch_report import BatchResult
 from orchestray.messages import ChatRequest, Completion
 from orchestray.provider_batch._rounds import DeferredProvider, Rounds, request_key
 
-__all__ = ["PlainLines", "spool_dir"]
+__all__ = ["PlainLines"]
 
 
-def spool_dir(output: Path, run_id: str) -> Path:
+def _spool_dir(output: Path, run_id: str) -> Path:
     return output.with_name(f".{output.name}.spool-{run_id}")
 
 
 class _Entry:
-    __slots__ = ("offset", "number", "attempts")
+    """A plain line's call waiting for its batch, as an `_Ask` is a parked call's: its key and
+    attempts, and where the line is in the input."""
 
-    def __init__(self, offset: int, number: int):
-        self.offset, self.number, self.attempts = offset, number, 0
+    __slots__ = ("key", "offset", "number", "attempts")
+
+    def __init__(self, key: str, offset: int, number: int):
+        self.key, self.offset, self.number, self.attempts = key, offset, number, 0
 
 
 class _Spool:
@@ -47,8 +50,11 @@ class _Spool:
         self._file.write(key.encode() + b"\t" + data)
         self.count += 1
 
-    def read(self) -> Iterator[tuple[str, bytes]]:
+    def close(self) -> None:
         self._file.close()
+
+    def read(self) -> Iterator[tuple[str, bytes]]:
+        self.close()
         try:
             with self.path.open("rb") as f:
                 for raw in f:
@@ -74,8 +80,8 @@ class PlainLines:
         self.rounds = rounds
         self.route, self.known = route, known
         self.write, self.result = write, result
-        self.directory = spool_dir(output, rounds.run_id)
-        for stale in output.parent.glob(f".{output.name}.spool-*"):
+        self.directory = _spool_dir(output, rounds.run_id)
+        for stale in output.parent.glob(_spool_dir(output, "*").name):
             shutil.rmtree(stale, ignore_errors=True)  # a killed run's: its requests are in the journal
         self.directory.mkdir()
         self._input = source.open("rb")
@@ -85,7 +91,7 @@ class PlainLines:
 
     def close(self) -> None:
         for spool in self._spools.values():
-            spool._file.close()
+            spool.close()
         self._input.close()
         shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -104,7 +110,7 @@ class PlainLines:
         except Exception:
             return False  # a field the provider cannot take: its task gets the error, as live
         self._spool(name).add(key, data)
-        self.entries[key] = _Entry(offset, line.number)
+        self.entries[key] = _Entry(key, offset, line.number)
         return True
 
     def _spool(self, provider: str) -> _Spool:
@@ -118,28 +124,28 @@ class PlainLines:
         """The providers with spooled requests for the next round."""
         return [name for name, spool in self._spools.items() if spool.count]
 
-    def take(self, provider: str) -> Iterator[tuple[str, bytes]]:
-        """The provider's spooled (key, request line)s, read once; what comes back to be asked
+    def take(self, provider: str) -> Iterator[tuple[_Entry, bytes]]:
+        """The provider's spooled (entry, request line)s, read once; what comes back to be asked
         again (`again`) goes to a new spool, for the round after."""
         spool = self._spools.pop(provider, None)
-        return spool.read() if spool is not None else iter(())
+        return ((self.entries[key], data) for key, data in spool.read()) if spool is not None else iter(())
 
     # --- out --------------------------------------------------------------------------------
 
-    def _line(self, key: str) -> Line:
-        entry = self.entries[key]
+    def _line(self, entry: _Entry) -> Line:
         self._input.seek(entry.offset)
         line = parse_line(self._input.readline(), entry.number, set(), self.route, self.known)
         assert isinstance(line, Line), "a line spooled once parses again"
         return line
 
-    def again(self, key: str) -> None:
+    def again(self, entry: _Entry) -> None:
         """An expired or errored request, within its retry budget: spool it for the next round."""
-        line = self._line(key)
-        self._spool(line.request.model).add(key, self.rounds.apis[line.request.model].line(key, line.request))
+        line = self._line(entry)
+        provider = line.request.model
+        self._spool(provider).add(entry.key, self.rounds.apis[provider].line(entry.key, line.request))
 
-    async def answered(self, key: str, settle: Callable[[ChatRequest], Completion], latency_s: float) -> None:
+    async def answered(self, entry: _Entry, settle: Callable[[ChatRequest], Completion], latency_s: float) -> None:
         """The request's final outcome: the line's record, written now."""
-        line = self._line(key)
-        del self.entries[key]
+        line = self._line(entry)
+        del self.entries[entry.key]
         self.write(await _answer(line, lambda _: _Given(settle), self.result, time.monotonic() - latency_s))

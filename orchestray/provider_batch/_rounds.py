@@ -24,7 +24,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Iterator
+from typing import Awaitable, Callable, Iterator, Protocol
 
 import msgspec
 
@@ -62,6 +62,13 @@ class _Ask:
     line: bytes
     future: asyncio.Future
     attempts: int = 0
+
+
+class _Waiting(Protocol):
+    """A call waiting for its batch: an `_Ask` (a parked call) or a plain line's entry (`_plain`)."""
+
+    key: str
+    attempts: int
 
 
 def _digest(provider: str, request: ChatRequest) -> str:
@@ -248,12 +255,12 @@ class Rounds:
         providers = list(asked) + [p for p in (self.plain.waiting() if self.plain else ()) if p not in asked]
         await asyncio.gather(*(self._provider_round(name, asked.get(name, []), poll_s(name)) for name in providers))
 
-    def _chunks(self, provider: str, asks: list[_Ask]) -> Iterator[tuple[list[_Ask | str], list[bytes]]]:
-        """The round's calls for `provider` in batches at its caps: (items, request lines), an
-        item an `_Ask` or a plain line's key. Only one batch's lines are held at a time."""
+    def _chunks(self, provider: str, asks: list[_Ask]) -> Iterator[tuple[list[_Waiting], list[bytes]]]:
+        """The round's calls for `provider` in batches at its caps: (calls, request lines), a call
+        an `_Ask` or a plain line's entry. Only one batch's lines are held at a time."""
         max_requests, max_bytes = caps(self.config.provider(provider))
         spooled = self.plain.take(provider) if self.plain else iter(())
-        items: list[_Ask | str] = []
+        items: list[_Waiting] = []
         lines: list[bytes] = []
         size = 0
         for item, line in itertools.chain(spooled, ((ask, ask.line) for ask in asks)):
@@ -266,18 +273,15 @@ class Rounds:
         if items:
             yield items, lines
 
-    def _attempts(self, item: _Ask | str) -> int:
-        return self.plain.entries[item].attempts if isinstance(item, str) else item.attempts
-
     async def _provider_round(self, provider: str, asks: list[_Ask], poll_s: float) -> None:
         api = self.apis[provider]
         queue = self.config.provider(provider).batch.queue_requests
-        waiting: dict[str, list[_Ask | str]] = {}
+        waiting: dict[str, list[_Waiting]] = {}
         for n, (chunk, lines) in enumerate(self._chunks(provider, asks)):
             while queue and waiting and sum(map(len, waiting.values())) + len(chunk) > queue:
                 await self._wait_some(provider, api, waiting, poll_s)
             tag = f"ob-{self.run_id}-r{self.round}-{provider.replace(':', '_')}-{n}"
-            self.journal.intent(tag, provider, self.round, [_item_key(item) for item in chunk])
+            self.journal.intent(tag, provider, self.round, [item.key for item in chunk])
             while True:
                 try:
                     batch_id = await api.submit(lines, tag)
@@ -291,14 +295,14 @@ class Rounds:
             self.journal.submitted(tag, batch_id)
             self._sent_at[batch_id] = time.time()
             self.submitted_requests += len(chunk)
-            self.resubmitted += sum(1 for item in chunk if self._attempts(item))
+            self.resubmitted += sum(1 for item in chunk if item.attempts)
             self.states[batch_id] = BatchState(batch_id, provider, "validating", {"total": len(chunk)})
             self.board(self.round, list(self.states.values()))
             waiting[batch_id] = chunk
         while waiting:
             await self._wait_some(provider, api, waiting, poll_s)
 
-    async def _wait_some(self, provider: str, api: BatchAPI, waiting: dict[str, list[_Ask | str]],
+    async def _wait_some(self, provider: str, api: BatchAPI, waiting: dict[str, list[_Waiting]],
                          poll_s: float) -> None:
         await asyncio.sleep(poll_s)
         for batch_id in list(waiting):
@@ -307,10 +311,10 @@ class Rounds:
                 await self.collect(provider, api, state, waiting.pop(batch_id))
         self.board(self.round, list(self.states.values()))
 
-    async def collect(self, provider: str, api: BatchAPI, state: BatchState, items: list[_Ask | str]) -> None:
+    async def collect(self, provider: str, api: BatchAPI, state: BatchState, items: list[_Waiting]) -> None:
         """Conclude each of the batch's calls as its outcome streams in; a call the results do
         not name takes the batch's own outcome (a batch failed whole) or is asked again."""
-        by_key = {_item_key(item): item for item in items}
+        by_key = {item.key: item for item in items}
         whole = None
         async for key, outcome in api.results(state):
             if key == "*":
@@ -323,15 +327,13 @@ class Rounds:
             await self._conclude(provider, item, missing, state, queue_full)
         self.journal.collected(state.id)
 
-    async def _conclude(self, provider: str, item: _Ask | str, outcome: Outcome, state: BatchState,
+    async def _conclude(self, provider: str, item: _Waiting, outcome: Outcome, state: BatchState,
                         queue_full: bool) -> None:
-        plain = isinstance(item, str)
-        holder = self.plain.entries[item] if plain else item
-        key = item if plain else item.key
+        plain = not isinstance(item, _Ask)
         if outcome.kind == "retry" and not queue_full:
-            holder.attempts += 1  # a batch refused for a full queue spent nothing
+            item.attempts += 1  # a batch refused for a full queue spent nothing
         budget = self.config.provider(provider).max_retries
-        if outcome.kind == "retry" and holder.attempts <= budget:
+        if outcome.kind == "retry" and item.attempts <= budget:
             if plain:
                 self.plain.again(item)  # the next round
             else:
@@ -339,10 +341,10 @@ class Rounds:
             return
         if outcome.kind == "retry":
             outcome = Outcome("error", outcome.status, message=f"{outcome.message or 'not answered'} "
-                              f"in {holder.attempts} batches; the retry budget ({budget}) is spent")
-        self.journal.answer(key, provider, state.id, outcome)
+                              f"in {item.attempts} batches; the retry budget ({budget}) is spent")
+        self.journal.answer(item.key, provider, state.id, outcome)
         latency_s = time.time() - self._sent_at.get(state.id, time.time())
-        attempts = holder.attempts
+        attempts = item.attempts
 
         def settle(request: ChatRequest) -> Completion:
             return self._settled(provider, request, outcome, state.id, attempts, latency_s)
@@ -354,10 +356,6 @@ class Rounds:
                 item.future.set_result(settle(item.request))
             except OrchestrayError as err:
                 item.future.set_exception(err)
-
-
-def _item_key(item: _Ask | str) -> str:
-    return item if isinstance(item, str) else item.key
 
 
 def print_board(enabled: bool, interval_s: float = 0.5):
